@@ -1,0 +1,18 @@
+"""framecast: video frame prediction (spatiotemporal predictive learning) on PyTorch Lightning.
+
+Public API::
+
+    import framecast
+    framecast.list_models()
+    model = framecast.create_model("predrnn", num_hidden=(64, 64))
+    future = framecast.forecast(model, context, n_future=10)   # (B, T, C, H, W) -> (B, 10, C, H, W)
+    model = framecast.load_checkpoint("runs/x/checkpoints/best.ckpt")
+"""
+
+from framecast import models  # noqa: F401  (fills the registry)
+from framecast.api import forecast
+from framecast.checkpoint import load_checkpoint
+from framecast.registry import create_model, list_models
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "create_model", "forecast", "list_models", "load_checkpoint"]

@@ -1,0 +1,171 @@
+"""The ``framecast`` command line.
+
+    framecast models [PATTERN]
+    framecast fit     [--config FILE]... [--section.key VALUE]... [--no-resume]
+    framecast test    [--checkpoint CKPT] [--config FILE]... [--section.key VALUE]... [--out DIR]
+    framecast compare [--config FILE]... [--models a,b] [--section.key VALUE]...
+    framecast export  CKPT --out model.safetensors
+
+Configs follow Lightning's conventions: YAML files with sections ``model``, ``data``,
+``train`` and ``trainer``, later files and dotted overrides winning (``--trainer.max_epochs 3``).
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from framecast.errors import FramecastError
+
+
+def _split_configs(rest: list[str]) -> tuple[list[str], list[str]]:
+    """Pull ``--config FILE`` pairs out of ``rest``; returns (files, other tokens)."""
+    files, other, i = [], [], 0
+    while i < len(rest):
+        tok = rest[i]
+        if tok == "--config":
+            if i + 1 >= len(rest):
+                raise FramecastError("--config needs a file")
+            files.append(rest[i + 1])
+            i += 2
+            continue
+        if tok.startswith("--config="):
+            files.append(tok.split("=", 1)[1])
+        else:
+            other.append(tok)
+        i += 1
+    return files, other
+
+
+def _values(rest: list[str]) -> dict[str, Any]:
+    from framecast.config import load_yaml, merge, parse_overrides
+
+    files, tokens = _split_configs(rest)
+    values: dict[str, Any] = {}
+    for f in files:
+        values = merge(values, load_yaml(f))
+    return merge(values, parse_overrides(tokens))
+
+
+def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
+    from framecast import create_model, list_models
+    from framecast.registry import get_entry
+
+    names = list_models(args.pattern)
+    if not names:
+        raise FramecastError(f"no model matches '{args.pattern}'; `framecast models` lists them all")
+    width = max(map(len, names))
+    for name in names:
+        n = sum(p.numel() for p in create_model(name).parameters())
+        print(f"{name:<{width}}  {n / 1e6:7.2f} M  {get_entry(name).description}")
+
+
+def cmd_fit(args: argparse.Namespace, rest: list[str]) -> None:
+    from framecast.config import build_run_config
+    from framecast.runner import fit
+
+    cfg = build_run_config(_values(rest))
+    stats = fit(cfg, resume=not args.no_resume)
+    print(json.dumps({k: v for k, v in stats.items() if k != "loss_curve"}, indent=2))
+
+
+def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
+    from framecast import create_model, load_checkpoint
+    from framecast.config import build_run_config, resolve_model_config
+    from framecast.io import atomic_write_text
+    from framecast.runner import test_model
+
+    values = _values(rest)
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint)
+        values.setdefault("model", {})["name"] = model.model_name
+        cfg = build_run_config(values)
+    else:
+        if "name" not in values.get("model", {}):
+            raise FramecastError("framecast test needs --checkpoint CKPT, or --model.name for a baseline such as copy_last")
+        cfg = build_run_config(values)
+        model = create_model(cfg.model_name, **resolve_model_config(cfg))
+    res = test_model(model, cfg)
+    out = Path(args.out or (Path(args.checkpoint).parent.parent / "test" if args.checkpoint else "runs/test"))
+    atomic_write_text(out / "metrics.json", json.dumps({"model": model.model_name, **res}, indent=2))
+    buf = io.StringIO()
+    names = list(res["per_horizon"])
+    w = csv.writer(buf)
+    w.writerow(["horizon", *names])
+    for h in range(len(res["per_horizon"][names[0]])):
+        w.writerow([h + 1, *(res["per_horizon"][n][h] for n in names)])
+    atomic_write_text(out / "per_horizon.csv", buf.getvalue())
+    print(json.dumps(res["mean"], indent=2))
+    print(f"wrote {out / 'metrics.json'} and {out / 'per_horizon.csv'}")
+
+
+def cmd_compare(args: argparse.Namespace, rest: list[str]) -> None:
+    from framecast.compare import build_compare_config, compare
+    from framecast.config import merge
+
+    values = _values(rest)
+    if args.models:
+        values["models"] = args.models
+    if args.out:
+        values = merge(values, {"out_dir": args.out})
+    cfg = build_compare_config(values)
+    compare(cfg)
+    print(f"report: {Path(cfg.out_dir) / 'report.md'}")
+
+
+def cmd_export(args: argparse.Namespace, rest: list[str]) -> None:
+    from framecast.checkpoint import export_safetensors
+
+    if rest:
+        raise FramecastError(f"unexpected arguments: {' '.join(rest)}")
+    out = export_safetensors(args.checkpoint, args.out)
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="framecast", description="Video frame prediction: train, test, compare, forecast.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("models", help="list the registered models")
+    s.add_argument("pattern", nargs="?", default="*")
+    s.set_defaults(func=cmd_models)
+    s = sub.add_parser("fit", help="train a model (--config FILE, --section.key VALUE)")
+    s.add_argument("--no-resume", action="store_true", help="start over even if the run folder has last.ckpt")
+    s.set_defaults(func=cmd_fit)
+    s = sub.add_parser("test", help="score a checkpoint or a baseline on the test set")
+    s.add_argument("--checkpoint")
+    s.add_argument("--out", help="folder for metrics.json and per_horizon.csv")
+    s.set_defaults(func=cmd_test)
+    s = sub.add_parser("compare", help="train and compare models under one budget; writes a report")
+    s.add_argument("--models", help="comma-separated model names (default: the config's)")
+    s.add_argument("--out", help="report folder (same as --out_dir)")
+    s.set_defaults(func=cmd_compare)
+    s = sub.add_parser("export", help="export a checkpoint's weights as safetensors")
+    s.add_argument("checkpoint")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        args.func(args, rest)
+    except (FramecastError, ValueError, FileNotFoundError) as e:
+        if os.environ.get("FRAMECAST_DEBUG"):
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"framecast: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("framecast: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The comparison harness: every model on one data split, one horizon, one budget, one metric code.
+
+``compare(cfg)`` trains each model (skipping those already finished, resuming those half
+trained), tests it on the same test clips together with the ``copy_last`` and ``blank``
+baselines, and writes a report folder:
+
+    report.md  results.json  results.csv
+    mse_per_horizon.png  ssim_per_horizon.png  loss_vs_time.png
+    examples.gif  examples.png  runs/<model>/...
+"""
+
+import csv
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from framecast.checkpoint import load_checkpoint
+from framecast.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    TrainerConfig,
+    build_dataclass,
+    merge,
+    resolve_model_config,
+    to_dict,
+)
+from framecast.data import build_datasets
+from framecast.errors import FramecastError
+from framecast.io import atomic_write_text
+from framecast.registry import create_model, get_entry
+from framecast.runner import fit, test_model
+from framecast.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
+
+
+@dataclass
+class CompareConfig:
+    """A comparison: which models, on which data, with which equal budget."""
+
+    # label -> model overrides; "name" picks the registry model (default: the label), and an
+    # optional "train" mapping adjusts the training policy for that model only.
+    models: dict[str, Any] = field(default_factory=lambda: {"convlstm_seq2seq": {}, "convlstm": {}})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    baselines: tuple[str, ...] = ("copy_last", "blank")
+    out_dir: str = "reports/compare"
+    n_examples: int = 4
+    speed_batch: int = 16
+
+
+def build_compare_config(values: dict[str, Any]) -> CompareConfig:
+    values = dict(values)
+    models = values.get("models")
+    if isinstance(models, str):
+        models = [m.strip() for m in models.split(",") if m.strip()]
+    if isinstance(models, list):
+        models = {m: {} for m in models}
+    if models is not None:
+        values["models"] = {k: (v or {}) for k, v in models.items()}
+    cfg = build_dataclass(CompareConfig, values)
+    if not cfg.models:
+        raise ConfigError("models: name at least one model to compare (see `framecast models`)")
+    for label in cfg.models:
+        run_config(cfg, label)  # validates names and keys before any training
+    for name in cfg.baselines:
+        get_entry(name)
+    return cfg
+
+
+def run_config(cfg: CompareConfig, label: str) -> RunConfig:
+    """The run config of one model: the shared data, policy and budget plus its own overrides."""
+    spec = dict(cfg.models[label])
+    name = spec.pop("name", label)
+    train = merge(to_dict(cfg.train), spec.pop("train", {}) or {})
+    run = RunConfig(
+        model={"name": name, **spec},
+        data=cfg.data,
+        train=build_dataclass(TrainConfig, train, prefix=f"models.{label}.train."),
+        trainer=cfg.trainer,
+        out_dir=str(Path(cfg.out_dir) / "runs" / label),
+    )
+    get_entry(name)
+    resolve_model_config(run)
+    return run
+
+
+def _fingerprint(run: RunConfig) -> str:
+    d = to_dict(run)
+    d.pop("out_dir")
+    d["trainer"].pop("enable_progress_bar")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def count_flops(model: torch.nn.Module, clip: torch.Tensor, n_context: int, n_future: int) -> int:
+    """Forward FLOPs of predicting one clip's future (torch.utils.flop_counter)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(clip[:1, :n_context], n_future)
+    return int(counter.get_total_flops())
+
+
+def inference_speed(model: torch.nn.Module, clips: torch.Tensor, n_context: int, n_future: int, repeats: int = 2) -> float:
+    """Predicted frames per second at the batch of ``clips`` (median of ``repeats`` after warm-up)."""
+    model.eval()
+    times = []
+    with torch.no_grad():
+        model(clips[:, :n_context], n_future)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(clips[:, :n_context], n_future)
+            times.append(time.perf_counter() - t)
+    return clips.shape[0] * n_future / sorted(times)[len(times) // 2]
+
+
+def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
+    """Train, test and report every model of ``cfg``; returns the results mapping."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_datasets(cfg.data)
+    test_clips = torch.stack([data["test"][i] for i in range(min(len(data["test"]), max(cfg.n_examples, cfg.speed_batch)))])
+    nc, nf = cfg.data.n_context, cfg.data.n_future
+    results: dict[str, dict[str, Any]] = {}
+    examples: dict[str, torch.Tensor] = {}
+    curves: dict[str, list] = {}
+
+    labels = list(cfg.baselines) + [m for m in cfg.models if m not in cfg.baselines]
+    for label in labels:
+        is_baseline = label in cfg.baselines and label not in cfg.models
+        run = RunConfig(model={"name": label}, data=cfg.data, train=cfg.train, trainer=cfg.trainer,
+                        out_dir=str(out / "runs" / label)) if is_baseline else run_config(cfg, label)
+        run_dir = Path(run.out_dir)
+        done_file = run_dir / "result.json"
+        fp = _fingerprint(run)
+        if done_file.is_file():
+            prev = json.loads(done_file.read_text())
+            if prev.get("fingerprint") != fp:
+                raise FramecastError(
+                    f"{run_dir} holds a finished run with another config; pick another --out_dir "
+                    f"or delete that folder to train '{label}' again"
+                )
+            log(f"[{label}] finished earlier, reusing {done_file}")
+            res = prev
+            model = load_checkpoint(res["checkpoint"]) if res.get("checkpoint") else create_model(run.model_name, **resolve_model_config(run))
+        else:
+            if is_baseline or not get_entry(run.model_name).trainable:
+                model = create_model(run.model_name, **resolve_model_config(run))
+                stats = {"train_seconds": 0.0, "epochs": 0, "steps": 0, "loss_curve": [], "best_checkpoint": None}
+            else:
+                log(f"[{label}] training ({'resuming' if (run_dir / 'checkpoints' / 'last.ckpt').is_file() else 'new run'}) -> {run_dir}")
+                stats = fit(run, resume=True)
+                model = load_checkpoint(stats["best_checkpoint"])
+            log(f"[{label}] testing on {len(data['test'])} clips")
+            tested = test_model(model, run)
+            model.eval()
+            res = {
+                "model": run.model_name,
+                "fingerprint": fp,
+                "params": sum(p.numel() for p in model.parameters()),
+                "flops_per_sample": count_flops(model, test_clips, nc, nf),
+                "infer_frames_per_s": inference_speed(model, test_clips[: cfg.speed_batch], nc, nf) if not is_baseline else None,
+                "train_seconds": stats["train_seconds"],
+                "epochs": stats["epochs"],
+                "steps": stats["steps"],
+                "checkpoint": stats["best_checkpoint"],
+                "loss_curve": stats["loss_curve"],
+                "test": tested,
+                "config": resolve_model_config(run),
+            }
+            atomic_write_text(done_file, json.dumps(res, indent=2))
+        results[label] = res
+        curves[label] = res["loss_curve"]
+        with torch.no_grad():
+            examples[label] = model.eval()(test_clips[: cfg.n_examples, :nc], nf).future(nf).float().clamp(0, 1)
+
+    ref = results.get("copy_last", {}).get("test", {}).get("mean", {})
+    for res in results.values():
+        m = res["test"]["mean"]
+        res["gap_to_copy_last"] = {k: m[k] - ref[k] for k in ("mse", "ssim")} if ref else None
+
+    _write_outputs(cfg, results, examples, curves, test_clips)
+    return results
+
+
+# --------------------------------------------------------------------------- report
+
+
+COLUMNS = [
+    ("model", "model"), ("params", "params"), ("flops_per_sample", "GFLOPs/sample"),
+    ("mse", "MSE"), ("mae", "MAE"), ("mse_pixel", "MSE/px"), ("mae_pixel", "MAE/px"), ("ssim", "SSIM"),
+    ("psnr", "PSNR"), ("lpips", "LPIPS"), ("train_seconds", "train time"), ("epochs", "epochs"), ("steps", "steps"),
+    ("infer_frames_per_s", "infer frames/s"), ("gap_mse", "MSE vs copy_last"),
+]
+
+
+def _row(label: str, res: dict[str, Any]) -> dict[str, Any]:
+    m = res["test"]["mean"]
+    gap = res.get("gap_to_copy_last") or {}
+    return {
+        "model": label, "params": res["params"], "flops_per_sample": res["flops_per_sample"],
+        **{k: m.get(k) for k in ("mse", "mae", "mse_pixel", "mae_pixel", "ssim", "psnr", "lpips")},
+        "train_seconds": res["train_seconds"], "epochs": res["epochs"], "steps": res["steps"],
+        "infer_frames_per_s": res["infer_frames_per_s"], "gap_mse": gap.get("mse"),
+    }
+
+
+def _fmt(key: str, v: Any) -> str:
+    if v is None:
+        return "–"
+    if key == "params":
+        return f"{v / 1e6:.2f} M" if v >= 1e5 else f"{v:,}"
+    if key == "flops_per_sample":
+        return f"{v / 1e9:.2f}"
+    if key == "train_seconds":
+        return f"{v / 60:.1f} min" if v else "–"
+    if key in ("ssim", "lpips"):
+        return f"{v:.4f}"
+    if key in ("mse_pixel", "mae_pixel"):
+        return f"{v:.5f}"
+    if key == "gap_mse":
+        return f"{v:+.1f}"
+    if isinstance(v, float):
+        return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+    return str(v)
+
+
+def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) -> None:
+    out = Path(cfg.out_dir)
+    nc = cfg.data.n_context
+    rows = [_row(label, res) for label, res in results.items()]
+    # results.csv / results.json
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[k for k, _ in COLUMNS])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    public = {label: {k: v for k, v in res.items() if k != "loss_curve"} for label, res in results.items()}
+    atomic_write_text(out / "results.json", json.dumps({"config": to_dict(cfg), "results": public}, indent=2))
+    # figures
+    per_h = {label: res["test"]["per_horizon"] for label, res in results.items()}
+    plot_per_horizon({k: v["mse"] for k, v in per_h.items()}, "MSE", out / "mse_per_horizon.png", "MSE per frame (sum over pixels)")
+    plot_per_horizon({k: v["ssim"] for k, v in per_h.items()}, "SSIM", out / "ssim_per_horizon.png")
+    plot_loss_curves({k: v for k, v in curves.items() if v}, out / "loss_vs_time.png")
+    comparison_gif(test_clips[: cfg.n_examples], examples, nc, out / "examples.gif")
+    strip_png(test_clips[0], {k: v[0] for k, v in examples.items()}, nc, out / "examples.png")
+    # report.md
+    d, t = cfg.data, cfg.trainer
+    budget = f"{t.max_time_minutes:g} minutes of training per model" if t.max_time_minutes else f"{t.max_epochs} epochs per model"
+    if t.max_steps and t.max_steps > 0:
+        budget += f" (at most {t.max_steps} steps)"
+    shown = [(k, h) for k, h in COLUMNS if any(r[k] is not None for r in rows)]
+    lines = [
+        "# framecast comparison report",
+        "",
+        f"Data: {d.name}, {d.image_size}x{d.image_size}, {d.n_context} context -> {d.n_future} future frames, "
+        f"{next(iter(results.values()))['test']['n_clips']} test clips (seed {d.seed}). Budget: {budget}, "
+        f"batch {d.batch_size}, precision {t.precision}. Every model is scored by the same code on the same clips.",
+        "",
+        "| " + " | ".join(h for _, h in shown) + " |",
+        "|" + "|".join("---" for _ in shown) + "|",
+    ]
+    lines += ["| " + " | ".join(_fmt(k, r[k]) for k, _ in shown) + " |" for r in rows]
+    lines += [
+        "",
+        "MSE and MAE: per-frame sums over pixels on the [0, 1] scale, averaged over future frames and clips "
+        "(the papers' convention); MSE/px and MAE/px: per-pixel means. SSIM and PSNR on uint8 frames "
+        "(skimage's SSIM: 7x7 uniform window). Predictions are clipped to [0, 1]. GFLOPs: forward pass for one "
+        "clip's whole future. Train time: wall-clock seconds inside training steps. `copy_last` repeats the last "
+        "context frame and `blank` predicts empty frames: a model is only worth something where it beats both.",
+        "",
+        "![MSE per horizon](mse_per_horizon.png) ![SSIM per horizon](ssim_per_horizon.png)",
+        "",
+        "![training loss against time](loss_vs_time.png)",
+        "",
+        "Test clips, context (green) then truth and each model's prediction (red), columns: "
+        f"truth, {', '.join(examples)}:",
+        "",
+        "![examples](examples.gif)",
+        "",
+        "![first clip](examples.png)",
+        "",
+    ]
+    atomic_write_text(out / "report.md", "\n".join(lines))

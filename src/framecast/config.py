@@ -1,0 +1,336 @@
+"""Typed run configuration: dataclasses, YAML files and dotted command-line overrides.
+
+Every default lives in exactly one place, the dataclass field. YAML files and ``--a.b value``
+overrides only say what differs; unknown keys, wrong types and impossible values raise a
+``ConfigError`` with one line naming the key and the fix, before any work starts.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from framecast.errors import ConfigError, did_you_mean
+
+# --------------------------------------------------------------------------- value coercion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise ``ConfigError`` naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} is not a valid {' or '.join(_type_name(a) for a in args)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return build_dataclass(tp, value, prefix=f"{key}.")
+    if origin is tuple or tp is tuple:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and args and args[-1] is Ellipsis:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if args and args[-1] is Ellipsis:
+            return tuple(coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})")
+        return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args or [Any] * len(value))))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}{did_you_mean(str(value), map(str, args))}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Instantiate dataclass ``cls`` from a plain mapping, checking every key and type."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}'{did_you_mean(prefix + key, [prefix + n for n in names])}; "
+                f"valid keys: {', '.join(prefix + n for n in names)}"
+            )
+        kwargs[key] = coerce(value, hints[key], prefix + key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}{e}" if prefix and not str(e).startswith(prefix) else str(e)) from None
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain dicts, lists and scalars (YAML- and checkpoint-safe)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+# --------------------------------------------------------------------------- run config
+
+
+@dataclass
+class DataConfig:
+    """Which frames, how many, and how they are batched."""
+
+    name: str = "moving_mnist"
+    n_context: int = 10
+    n_future: int = 10
+    image_size: int = 64
+    channels: int = 1
+    batch_size: int = 16
+    num_workers: int = 0
+    seed: int = 0
+    # Moving MNIST
+    num_digits: int = 2
+    step_length: float = 0.1
+    train_size: int = 10_000  # fresh sequences per epoch; every epoch draws new ones
+    val_size: int = 256
+    test_size: int = 1_000
+    mnist_path: str | None = None  # folder with the MNIST idx files (plain or .gz)
+    test_file: str | None = None  # the standard mnist_test_seq.npy
+
+    def __post_init__(self) -> None:
+        for key in ("n_context", "n_future", "image_size", "channels", "batch_size", "num_digits"):
+            require(getattr(self, key) >= 1, f"data.{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("train_size", "val_size", "test_size", "num_workers"):
+            require(getattr(self, key) >= 0, f"data.{key} must not be negative, got {getattr(self, key)}")
+        require(self.channels in (1, 3), f"data.channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+
+    @property
+    def total_length(self) -> int:
+        return self.n_context + self.n_future
+
+
+@dataclass
+class TrainConfig:
+    """Training policy: loss weights, optimiser, schedule and scheduled sampling."""
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    lr_schedule: str = "none"  # none | onecycle
+    onecycle_pct_start: float = 0.1
+    grad_clip: float | None = None
+    # How the frame-feedback models see future frames during training (schedules.py):
+    # none: always their own predictions; scheduled: PredRNN's decaying teacher forcing;
+    # reverse: PredRNN-V2's reverse scheduled sampling.
+    sampling: str = "none"
+    sampling_start: float = 1.0
+    sampling_changing_rate: float = 2e-5
+    sampling_stop_iter: int = 50_000
+    r_sampling_step_1: int = 25_000
+    r_sampling_step_2: int = 50_000
+    r_exp_alpha: float = 2_500.0
+    reverse_input: bool = False  # official PredRNN: second step on the time-reversed clip
+    image_every_n_steps: int = 250
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        require(self.lr_schedule in ("none", "onecycle"), f"train.lr_schedule must be none or onecycle, got {self.lr_schedule!r}")
+        require(self.sampling in ("none", "scheduled", "reverse"), f"train.sampling must be none, scheduled or reverse, got {self.sampling!r}")
+        require(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive, got {self.grad_clip}")
+        require(self.r_sampling_step_2 > self.r_sampling_step_1, "train.r_sampling_step_2 must be after train.r_sampling_step_1")
+
+
+@dataclass
+class TrainerConfig:
+    """What Lightning's Trainer gets: budget, hardware and logging."""
+
+    max_epochs: int = 10
+    max_steps: int = -1
+    max_time_minutes: float | None = None
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    limit_train_batches: int | float = 1.0
+    limit_val_batches: int | float = 1.0
+    val_check_interval: int | float = 1.0
+    log_every_n_steps: int = 20
+    enable_progress_bar: bool = True
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        allowed = ("32", "32-true", "bf16-mixed", "bf16-true", "16-mixed", "64")
+        self.precision = str(self.precision)
+        require(self.precision in allowed, f"trainer.precision must be one of {', '.join(allowed)}, got {self.precision!r}")
+        require(self.max_epochs >= 1 or self.max_epochs == -1, f"trainer.max_epochs must be at least 1, got {self.max_epochs}")
+        require(self.max_time_minutes is None or self.max_time_minutes > 0, "trainer.max_time_minutes must be positive")
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs; saved beside each checkpoint as ``config.yaml``."""
+
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "convlstm"})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    out_dir: str = "runs/default"
+
+    def __post_init__(self) -> None:
+        require("name" in self.model, "model.name is missing: pick one from `framecast models`")
+
+    @property
+    def model_name(self) -> str:
+        return self.model["name"]
+
+    @property
+    def model_overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model.items() if k != "name"}
+
+
+# --------------------------------------------------------------------------- files and overrides
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``update`` into a copy of ``base``; ``model.name`` replaces the whole model."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            if key == "model" and "name" in value and value["name"] != out[key].get("name"):
+                out[key] = dict(value)
+            else:
+                out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(tokens: list[str]) -> dict[str, Any]:
+    """Turn ``["--data.batch_size", "8", "--model.name=predrnn"]`` into a nested mapping.
+
+    Values are read as YAML scalars (``8`` -> int, ``[1,2]`` -> list, ``null`` -> None).
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or len(tok) <= 2:
+            raise ConfigError(f"unexpected argument '{tok}': overrides look like --section.key value")
+        key, eq, value = tok[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise ConfigError(f"--{key} needs a value")
+            value = tokens[i + 1]
+            i += 1
+        i += 1
+        try:
+            parsed = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--{key}: '{part}' is set both as a value and as a section")
+        node[parts[-1]] = parsed
+    return out
+
+
+def build_run_config(values: dict[str, Any]) -> RunConfig:
+    return build_dataclass(RunConfig, values)
+
+
+def resolve_model_config(cfg: RunConfig) -> dict[str, Any]:
+    """The model's full config (registry defaults + run overrides), with data-derived sizes.
+
+    ``channels``, ``image_size``, ``n_context`` and ``n_future`` follow the data unless the model
+    sets them, in which case they must agree.
+    """
+    from framecast.registry import model_config
+
+    overrides = cfg.model_overrides
+    probe = model_config(cfg.model_name, **overrides)
+    derived = {"channels": cfg.data.channels, "image_size": cfg.data.image_size,
+               "n_context": cfg.data.n_context, "n_future": cfg.data.n_future}
+    fields = {f.name for f in dataclasses.fields(probe)}
+    for key, value in derived.items():
+        if key not in fields:
+            continue
+        if key in overrides and overrides[key] != value:
+            raise ConfigError(f"model.{key}={overrides[key]} disagrees with data.{key}={value}; set only one of them")
+        overrides[key] = value
+    return to_dict(model_config(cfg.model_name, **overrides))
+
+
+def save_yaml(obj: dict[str, Any], path: str | Path) -> None:
+    from framecast.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(obj, sort_keys=False))

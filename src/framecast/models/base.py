@@ -1,0 +1,104 @@
+"""What every framecast model is: a pure ``nn.Module`` from context frames to future frames.
+
+Models never see the run config, the step counter or the optimiser. The training task hands
+them the true future frames and a teacher-forcing mask as plain arguments.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Prediction:
+    """A model's output.
+
+    Attributes:
+        frames: (B, K, C, H, W) predictions of the last K frames of the clip
+            ``cat([context, future])``; K >= n_future. Recurrent models with frame feedback
+            return K = T-1 (every next-frame prediction), the others K = n_future.
+        losses: extra loss terms, already weighted, that the task adds to the frame MSE
+            (e.g. PredRNN-V2's memory decoupling loss).
+    """
+
+    frames: Tensor
+    losses: dict[str, Tensor] = field(default_factory=dict)
+
+    def future(self, n_future: int) -> Tensor:
+        """(B, n_future, C, H, W): the predicted future frames."""
+        return self.frames[:, -n_future:]
+
+
+class Predictor(nn.Module):
+    """Base class: checks inputs at the boundary; subclasses implement ``predict``.
+
+    Class attributes:
+        uses_mask: the model reads its own predictions back and honours a teacher-forcing mask.
+    """
+
+    uses_mask: bool = False
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(
+        self,
+        context: Tensor,
+        n_future: int,
+        future: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Prediction:
+        """Predict ``n_future`` frames after ``context``.
+
+        Args:
+            context: (B, Tc, C, H, W) frames in [0, 1].
+            n_future: number of frames to predict.
+            future: (B, n_future, C, H, W) true future frames (training only).
+            mask: (B, Tc + n_future - 2) teacher-forcing probabilities (training only).
+        """
+        self.check_input(context)
+        if future is not None and (future.shape[0] != context.shape[0] or future.shape[1] != n_future or future.shape[2:] != context.shape[2:]):
+            raise ValueError(
+                f"future frames must have shape (B, n_future, C, H, W) = "
+                f"{(context.shape[0], n_future, *context.shape[2:])}, got {tuple(future.shape)}"
+            )
+        return self.predict(context, n_future, future, mask)
+
+    def predict(self, context: Tensor, n_future: int, future: Tensor | None, mask: Tensor | None) -> Prediction:
+        raise NotImplementedError
+
+    def check_input(self, context: Tensor) -> None:
+        """Raise ``ValueError`` naming expected and actual shapes for a wrong input."""
+        cfg = self.config
+        if not isinstance(context, Tensor) or context.dim() != 5:
+            shape = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
+            raise ValueError(f"context must be a (B, T, C, H, W) tensor, got {shape}")
+        channels = getattr(cfg, "channels", None)
+        if channels is not None and context.shape[2] != channels:
+            raise ValueError(f"context has {context.shape[2]} channels but the model expects {channels} (B, T, C, H, W); got {tuple(context.shape)}")
+        size = getattr(cfg, "image_size", None)
+        if size is not None and self.fixed_size and tuple(context.shape[-2:]) != (size, size):
+            raise ValueError(f"context frames are {context.shape[-2]}x{context.shape[-1]} but the model expects {size}x{size}")
+        patch = getattr(cfg, "patch_size", 1)
+        if context.shape[-1] % patch or context.shape[-2] % patch:
+            raise ValueError(f"frame size {context.shape[-2]}x{context.shape[-1]} is not divisible by patch_size {patch}")
+        if not torch.is_floating_point(context):
+            raise ValueError(f"context must be float frames in [0, 1], got dtype {context.dtype}")
+
+    # Models whose parameters depend on the frame size (layer norm, attention) set this.
+    fixed_size: bool = False
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout the recurrent loop runs in: that of the model's spatial conv weights.
+
+        ``model.to(memory_format=torch.channels_last)`` switches the whole loop to channels-last,
+        which runs faster on CPUs; no layout copy then happens inside the loop.
+        """
+        for p in self.parameters():
+            if p.dim() == 4 and p.shape[-1] * p.shape[-2] > 1:
+                cl = p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                return torch.channels_last if cl else torch.contiguous_format
+        return torch.contiguous_format

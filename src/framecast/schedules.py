@@ -1,0 +1,56 @@
+"""Scheduled sampling schedules as pure functions of the iteration.
+
+``itr`` counts optimiser iterations from 1, as the official PredRNN loop does
+(``for itr in range(1, max_iterations + 1)``); the task passes ``global_step + 1``.
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def scheduled_sampling_eta(itr: int, start: float = 1.0, changing_rate: float = 2e-5, stop_iter: int = 50_000) -> float:
+    """PredRNN's probability of feeding the true future frame at iteration ``itr``.
+
+    eta starts at ``start`` and is lowered by ``changing_rate`` every iteration before use;
+    it is 0 from ``stop_iter`` on.
+    """
+    if itr >= stop_iter:
+        return 0.0
+    return max(0.0, start - changing_rate * itr)
+
+
+def reverse_sampling_probs(itr: int, step_1: int = 25_000, step_2: int = 50_000, alpha: float = 2_500.0) -> tuple[float, float]:
+    """PredRNN-V2's reverse scheduled sampling: (encoder prob r_eta, decoder prob eta).
+
+    The encoder's probability of reading the true frame rises from 0.5 to 1 exponentially
+    between ``step_1`` and ``step_2``; the decoder's falls linearly from 0.5 to 0.
+    """
+    if itr < step_1:
+        return 0.5, 0.5
+    if itr < step_2:
+        r_eta = 1.0 - 0.5 * math.exp(-float(itr - step_1) / alpha)
+        eta = 0.5 - 0.5 * (itr - step_1) / (step_2 - step_1)
+        return r_eta, eta
+    return 1.0, 0.0
+
+
+def sampling_mask(
+    batch: int,
+    n_context: int,
+    n_future: int,
+    encoder_prob: float,
+    decoder_prob: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """(B, T-2) 0/1 mask over input steps 1..T-2: 1 feeds the true frame, 0 the prediction.
+
+    The first ``n_context - 1`` entries (context steps) are drawn with ``encoder_prob``, the
+    rest (future steps) with ``decoder_prob``; one draw per clip and step, shared by all pixels.
+    """
+    total = n_context + n_future
+    probs = torch.full((batch, total - 2), decoder_prob)
+    probs[:, : n_context - 1] = encoder_prob
+    return torch.bernoulli(probs, generator=generator).to(device)

@@ -1,0 +1,211 @@
+"""The one LightningModule: loss, optimiser, sampling policy and logging for every model.
+
+Models are pure ``nn.Module`` s (models/); everything about *how* they are trained lives here
+and in schedules.py, and reaches the model as arguments (the true future frames and a
+teacher-forcing mask).
+"""
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import Tensor
+
+from framecast import metrics as M
+from framecast.config import TrainConfig, build_dataclass
+from framecast.errors import FramecastError
+from framecast.registry import create_model, get_entry
+from framecast.schedules import reverse_sampling_probs, sampling_mask, scheduled_sampling_eta
+
+CHECKPOINT_FORMAT = 1
+
+
+class FrameMetrics(torchmetrics.Metric):
+    """Sums of every metric per horizon step over the clips seen; gathered from all ranks."""
+
+    full_state_update = False
+
+    def __init__(self, n_future: int) -> None:
+        super().__init__()
+        for name in M.METRICS:
+            self.add_state(name, default=torch.zeros(n_future, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        for name, values in M.per_frame(pred, target).items():  # (B, T)
+            getattr(self, name).add_(values.sum(0).to(self.count.device))
+        self.count.add_(pred.shape[0])
+
+    def compute(self) -> dict[str, Tensor]:
+        """name -> (n_future,) mean per horizon step."""
+        return {name: getattr(self, name) / self.count.clamp_min(1) for name in M.METRICS}
+
+
+class FrameTask(L.LightningModule):
+    """Trains and tests any registered model.
+
+    Args:
+        model_name: registry name.
+        model_config: the model's full config as a plain dict.
+        n_context: context frames per clip.
+        n_future: frames predicted after the context.
+        train: a ``TrainConfig`` as a plain dict.
+    """
+
+    def __init__(self, model_name: str, model_config: dict[str, Any], n_context: int, n_future: int, train: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(model_name, **model_config)
+        self.cfg: TrainConfig = build_dataclass(TrainConfig, train, prefix="train.")
+        self.n_context, self.n_future = n_context, n_future
+        self.automatic_optimization = False  # one place for the whole step policy, incl. reverse_input
+        self.test_metrics = FrameMetrics(n_future)
+        self.val_metrics = FrameMetrics(n_future)
+        self.test_results: dict[str, Tensor] | None = None
+
+    # ------------------------------------------------------------------ policy
+
+    def teacher_mask(self, batch_size: int, itr: int) -> Tensor | None:
+        """The (B, T-2) mask of scheduled sampling at iteration ``itr``, or None."""
+        if not self.model.uses_mask or self.cfg.sampling == "none":
+            return None
+        c = self.cfg
+        if c.sampling == "scheduled":
+            enc, dec = 1.0, scheduled_sampling_eta(itr, c.sampling_start, c.sampling_changing_rate, c.sampling_stop_iter)
+        else:
+            enc, dec = reverse_sampling_probs(itr, c.r_sampling_step_1, c.r_sampling_step_2, c.r_exp_alpha)
+        # Seeded by the step, so a resumed run draws the same masks as an uninterrupted one.
+        gen = torch.Generator().manual_seed(c.seed * 1_000_003 + itr)
+        return sampling_mask(batch_size, self.n_context, self.n_future, enc, dec, gen, self.device)
+
+    def loss(self, clip: Tensor, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Frame MSE over every frame the model predicts, plus the model's own loss terms."""
+        context, future = clip[:, : self.n_context], clip[:, self.n_context :]
+        out = self.model(context, self.n_future, future=future, mask=mask)
+        target = clip[:, -out.frames.shape[1] :]
+        mse = F.mse_loss(out.frames.float(), target.float())
+        terms = {"mse": mse, **out.losses}
+        return sum(terms.values()), terms
+
+    # ------------------------------------------------------------------ steps
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        self._check_batch(batch)
+        opt = self.optimizers()
+        itr = self.global_step + 1
+        mask = self.teacher_mask(batch.shape[0], itr)
+        clips = [batch, batch.flip(1)] if self.cfg.reverse_input else [batch]
+        for clip in clips:
+            loss, terms = self.loss(clip, mask)
+            if not torch.isfinite(loss):
+                raise FramecastError(
+                    f"loss is {loss.item()} at step {self.global_step}; lower train.lr or set "
+                    f"train.grad_clip (the last good checkpoint is kept)"
+                )
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            if self.cfg.grad_clip:
+                self.clip_gradients(opt, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
+            opt.step()
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+        self.log("train/loss", loss, prog_bar=True)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value)
+        self.log("lr", opt.param_groups[0]["lr"])
+        if mask is not None:
+            self.log("train/true_frame_rate", mask[:, self.n_context - 1 :].mean())
+        if self.cfg.image_every_n_steps and self.global_step % self.cfg.image_every_n_steps == 0:
+            self._log_images(batch)
+        return loss
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._check_batch(batch)
+        pred = self.model(batch[:, : self.n_context], self.n_future).future(self.n_future)
+        self.val_metrics.update(pred, batch[:, self.n_context :])
+
+    def on_validation_epoch_end(self) -> None:
+        res = self.val_metrics.compute()
+        self.val_metrics.reset()
+        for name in ("mse", "mae", "ssim", "psnr"):
+            self.log(f"val/{name}", res[name].mean().float(), prog_bar=name in ("mse", "ssim"), sync_dist=False)
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._check_batch(batch)
+        pred = self.model(batch[:, : self.n_context], self.n_future).future(self.n_future)
+        self.test_metrics.update(pred, batch[:, self.n_context :])
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = {k: v.cpu() for k, v in self.test_metrics.compute().items()}
+        self.test_metrics.reset()
+        for name, per_step in self.test_results.items():
+            self.log(f"test/{name}", per_step.mean().float())
+
+    # ------------------------------------------------------------------ optimiser
+
+    def configure_optimizers(self):
+        c = self.cfg
+        opt = torch.optim.Adam(self.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        if c.lr_schedule == "none":
+            return opt
+        total = self.trainer.estimated_stepping_batches
+        if not total or total == float("inf"):
+            raise FramecastError("train.lr_schedule=onecycle needs a step budget: set trainer.max_epochs or trainer.max_steps")
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=int(total) + 1, pct_start=c.onecycle_pct_start)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints and logging
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["framecast"] = {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.hparams.model_name,
+            "config": dict(self.hparams.model_config),
+            "n_context": self.n_context,
+            "n_future": self.n_future,
+        }
+
+    def _check_batch(self, batch: Tensor) -> None:
+        want = self.n_context + self.n_future
+        if batch.dim() != 5 or batch.shape[1] < want:
+            raise FramecastError(f"batches must be (B, T, C, H, W) clips with T >= {want}, got {tuple(batch.shape)}")
+
+    @torch.no_grad()
+    def _log_images(self, batch: Tensor) -> None:
+        writer = getattr(self.logger, "experiment", None)
+        if writer is None or not hasattr(writer, "add_image"):
+            return
+        clip = batch[:1]
+        pred = self.model(clip[:, : self.n_context], self.n_future).future(self.n_future).float().clamp(0, 1)
+        writer.add_image("train/context_truth_prediction_error", frame_grid(clip[0], pred[0], self.n_context), self.global_step)
+
+
+def frame_grid(clip: Tensor, pred: Tensor, n_context: int) -> Tensor:
+    """A (C, H', W') image: rows context, truth, prediction and |error| for one clip.
+
+    Args:
+        clip: (T, C, H, W) the true clip.
+        pred: (n_future, C, H, W) predicted future frames.
+        n_context: context frames in ``clip``.
+    """
+    from torchvision.utils import make_grid
+
+    clip = clip.float().cpu()
+    pred = pred.float().cpu()
+    truth = clip[n_context : n_context + len(pred)]
+    context = clip[:n_context]
+    width = max(len(context), len(pred))
+
+    def row(frames: Tensor) -> list[Tensor]:
+        pad = [torch.zeros_like(clip[0])] * (width - len(frames))
+        return list(frames) + pad
+
+    rows = row(context) + row(truth) + row(pred) + row((pred - truth).abs())
+    return make_grid(torch.stack(rows), nrow=width, padding=2, pad_value=0.5)
+
+
+def is_trainable(model_name: str) -> bool:
+    return get_entry(model_name).trainable
