@@ -14,6 +14,8 @@ def small(name: str) -> dict:
     return {
         "convlstm": {"num_hidden": (8, 8), "filter_size": 3},
         "convlstm_seq2seq": {"hidden": 8, "patch_size": 2},
+        "predrnn": {"num_hidden": (8, 8), "filter_size": 3},
+        "predrnn_v2": {"num_hidden": (8, 8), "filter_size": 3},
     }.get(name, {})
 
 
@@ -35,7 +37,7 @@ def test_every_trainable_model_gets_gradients(name):
     mask = torch.ones(2, 5) if model.uses_mask else None
     out = model(clip[:, :4], 3, future=clip[:, 4:], mask=mask)
     assert out.frames.shape[1] in (3, 6)
-    loss = (out.frames - clip[:, -out.frames.shape[1]:]).pow(2).mean()
+    loss = (out.frames - clip[:, -out.frames.shape[1]:]).pow(2).mean() + sum(out.losses.values())
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -79,7 +81,7 @@ def test_patch_channel_order_matches_official_reshape():
 def test_unknown_model_and_key_are_named():
     with pytest.raises(ConfigError, match="unknown model 'convlsmt'.*did you mean 'convlstm'"):
         framecast.create_model("convlsmt")
-    with pytest.raises(ConfigError, match="num_hiden.*did you mean 'num_hidden'"):
+    with pytest.raises(ConfigError, match="model.num_hiden.*did you mean 'model.num_hidden'"):
         framecast.create_model("convlstm", num_hiden=(8,))
 
 

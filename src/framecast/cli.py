@@ -5,6 +5,7 @@
     framecast test    [--checkpoint CKPT] [--config FILE]... [--section.key VALUE]... [--out DIR]
     framecast compare [--config FILE]... [--models a,b] [--section.key VALUE]...
     framecast export  CKPT --out model.safetensors
+    framecast convert SRC --from official|openstl --model predrnn_v2 [--set key=value]... --out CKPT
 
 Configs follow Lightning's conventions: YAML files with sections ``model``, ``data``,
 ``train`` and ``trainer``, later files and dotted overrides winning (``--trainer.max_epochs 3``).
@@ -89,7 +90,9 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
             raise FramecastError("framecast test needs --checkpoint CKPT, or --model.name for a baseline such as copy_last")
         cfg = build_run_config(values)
         model = create_model(cfg.model_name, **resolve_model_config(cfg))
-    res = test_model(model, cfg)
+    from framecast.compare import make_lpips
+
+    res = test_model(model, cfg, lpips=make_lpips(args.lpips, lambda m: print(m, file=sys.stderr)))
     out = Path(args.out or (Path(args.checkpoint).parent.parent / "test" if args.checkpoint else "runs/test"))
     atomic_write_text(out / "metrics.json", json.dumps({"model": model.model_name, **res}, indent=2))
     buf = io.StringIO()
@@ -126,6 +129,23 @@ def cmd_export(args: argparse.Namespace, rest: list[str]) -> None:
     print(f"wrote {out} and {out.with_suffix('.json')}")
 
 
+def cmd_convert(args: argparse.Namespace, rest: list[str]) -> None:
+    import yaml
+
+    from framecast.convert import convert
+
+    if rest:
+        raise FramecastError(f"unexpected arguments: {' '.join(rest)}")
+    overrides = {}
+    for item in args.set or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise FramecastError(f"--set takes key=value, got '{item}'")
+        overrides[key] = yaml.safe_load(value)
+    out = convert(args.src, args.source, args.model, args.out, overrides)
+    print(f"wrote {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="framecast", description="Video frame prediction: train, test, compare, forecast.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -138,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("test", help="score a checkpoint or a baseline on the test set")
     s.add_argument("--checkpoint")
     s.add_argument("--out", help="folder for metrics.json and per_horizon.csv")
+    s.add_argument("--lpips", choices=["auto", "on", "off"], default="auto", help="LPIPS metric (needs AlexNet weights)")
     s.set_defaults(func=cmd_test)
     s = sub.add_parser("compare", help="train and compare models under one budget; writes a report")
     s.add_argument("--models", help="comma-separated model names (default: the config's)")
@@ -147,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_export)
+    s = sub.add_parser("convert", help="turn official PredRNN or OpenSTL weights into a framecast checkpoint")
+    s.add_argument("src")
+    s.add_argument("--from", dest="source", required=True, choices=["official", "openstl"])
+    s.add_argument("--model", required=True, help="predrnn or predrnn_v2")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config values the weights do not show")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_convert)
     return p
 
 

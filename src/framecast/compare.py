@@ -55,6 +55,11 @@ class CompareConfig:
     out_dir: str = "reports/compare"
     n_examples: int = 4
     speed_batch: int = 16
+    lpips: str = "auto"  # auto: score LPIPS where its weights are on the machine; on: require it; off
+
+    def __post_init__(self) -> None:
+        if self.lpips not in ("auto", "on", "off"):
+            raise ConfigError(f"lpips must be auto, on or off, got {self.lpips!r}")
 
 
 def build_compare_config(values: dict[str, Any]) -> CompareConfig:
@@ -120,6 +125,15 @@ def inference_speed(model: torch.nn.Module, clips: torch.Tensor, n_context: int,
     return clips.shape[0] * n_future / sorted(times)[len(times) // 2]
 
 
+def make_lpips(mode: str, log=print):
+    """The LPIPS scorer for ``mode`` (auto | on | off); auto says in one line why it is skipped."""
+    from framecast.lpips_metric import LPIPS, try_lpips
+
+    if mode == "off":
+        return None
+    return LPIPS() if mode == "on" else try_lpips(log)
+
+
 def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
     """Train, test and report every model of ``cfg``; returns the results mapping."""
     out = Path(cfg.out_dir)
@@ -127,6 +141,7 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
     data = build_datasets(cfg.data)
     test_clips = torch.stack([data["test"][i] for i in range(min(len(data["test"]), max(cfg.n_examples, cfg.speed_batch)))])
     nc, nf = cfg.data.n_context, cfg.data.n_future
+    scorer = make_lpips(cfg.lpips, log)
     results: dict[str, dict[str, Any]] = {}
     examples: dict[str, torch.Tensor] = {}
     curves: dict[str, list] = {}
@@ -158,7 +173,7 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
                 stats = fit(run, resume=True)
                 model = load_checkpoint(stats["best_checkpoint"])
             log(f"[{label}] testing on {len(data['test'])} clips")
-            tested = test_model(model, run)
+            tested = test_model(model, run, lpips=scorer)
             model.eval()
             res = {
                 "model": run.model_name,

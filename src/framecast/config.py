@@ -164,6 +164,9 @@ class TrainConfig:
     """Training policy: loss weights, optimiser, schedule and scheduled sampling."""
 
     lr: float = 1e-3
+    # loss = MSE + l1_weight * L1 over every predicted frame (E3D-LSTM trains with L1 + L2);
+    # the PredRNN family's official code uses MSE alone (0.0).
+    l1_weight: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     lr_schedule: str = "none"  # none | onecycle
@@ -185,6 +188,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         require(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        require(self.l1_weight >= 0, f"train.l1_weight must not be negative, got {self.l1_weight}")
         require(self.lr_schedule in ("none", "onecycle"), f"train.lr_schedule must be none or onecycle, got {self.lr_schedule!r}")
         require(self.sampling in ("none", "scheduled", "reverse"), f"train.sampling must be none, scheduled or reverse, got {self.sampling!r}")
         require(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive, got {self.grad_clip}")

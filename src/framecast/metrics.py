@@ -11,9 +11,11 @@ Conventions (PredRNN's official evaluation; OpenSTL's MSE/MAE are the same):
   sample covariance, K1 0.01, K2 0.03, data range 255, mean over the window-valid region),
   per clip and frame, averaged over channels;
 * ``psnr``: on the same uint8 frames, ``20 log10(255) - 10 log10(mse_per_pixel)`` per frame.
+* ``lpips`` (optional): AlexNet LPIPS on [-1, 1] frames, see ``framecast.lpips_metric``.
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,12 +50,13 @@ def ssim_frames(pred: Tensor, target: Tensor, win_size: int = 7, data_range: flo
     return s.mean(dim=(1, 2, 3)).reshape(n, c).mean(dim=1)
 
 
-def per_frame(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+def per_frame(pred: Tensor, target: Tensor, lpips: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict[str, Tensor]:
     """Every metric for every clip and horizon step: name -> (B, T) float64.
 
     Args:
         pred: (B, T, C, H, W) predicted future frames (clipped to [0, 1] here).
         target: (B, T, C, H, W) true future frames in [0, 1].
+        lpips: an optional LPIPS scorer (``framecast.lpips_metric.LPIPS``) adding ``lpips``.
     """
     if pred.shape != target.shape or pred.dim() != 5:
         raise ValueError(f"pred and target must be equal (B, T, C, H, W) shapes, got {tuple(pred.shape)} and {tuple(target.shape)}")
@@ -72,9 +75,11 @@ def per_frame(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     mse8 = (p8 - y8).pow(2).mean(dims).clamp_min(1e-10)  # identical frames: capped, not infinite
     out["psnr"] = 20 * math.log10(255.0) - 10 * torch.log10(mse8)
     out["ssim"] = ssim_frames(p8.flatten(0, 1), y8.flatten(0, 1)).reshape(b, t)
+    if lpips is not None:
+        out["lpips"] = lpips(pred, target)
     return out
 
 
-def compute(pred: Tensor, target: Tensor) -> dict[str, float]:
+def compute(pred: Tensor, target: Tensor, lpips: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict[str, float]:
     """Metrics averaged over clips and horizon steps, e.g. ``{"mse": 23.9, "ssim": 0.94, ...}``."""
-    return {k: v.mean().item() for k, v in per_frame(pred, target).items()}
+    return {k: v.mean().item() for k, v in per_frame(pred, target, lpips).items()}

@@ -76,7 +76,7 @@ def model_config(name: str, **overrides: Any) -> Any:
     """The resolved, validated config of model ``name`` with ``overrides`` applied."""
     entry = get_entry(name)
     values = {**entry.defaults, **overrides}
-    return build_dataclass(entry.config_cls, values, prefix=f"model ({name}).")
+    return build_dataclass(entry.config_cls, values, prefix="model.")
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:

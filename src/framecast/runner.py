@@ -21,7 +21,8 @@ from framecast.io import atomic_write_text
 from framecast.task import FrameTask, is_trainable
 
 # Lightning's advice about worker counts and logging intervals is noise on tiny CPU runs.
-for pattern in (".*does not have many workers.*", ".*log_every_n_steps.*", ".*LeafSpec.*", ".*tensorboardX.*"):
+for pattern in (".*does not have many workers.*", ".*log_every_n_steps.*", ".*LeafSpec.*", ".*tensorboardX.*",
+                ".*manual optimization and every_n_train_steps.*", ".*litmodels.*"):
     warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -108,8 +109,9 @@ def fit(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
     clock = TrainingClock()
     trainer = make_trainer(cfg, callbacks=[best, last, clock])
     ckpt_path = ckpt_dir / "last.ckpt"
-    trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if resume and ckpt_path.is_file() else None)
-    trainer.save_checkpoint(ckpt_path)
+    # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers only.
+    trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if resume and ckpt_path.is_file() else None, weights_only=True)
+    trainer.save_checkpoint(ckpt_path, weights_only=False)
     stats = {
         "train_seconds": clock.seconds,
         "epochs": trainer.current_epoch,
@@ -123,11 +125,12 @@ def fit(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
     return stats
 
 
-def test_model(model: torch.nn.Module, cfg: RunConfig) -> dict[str, Any]:
-    """Score ``model`` on the test set of ``cfg.data``; returns means and per-horizon lists."""
-    from framecast.config import to_dict as _to_dict
+def test_model(model: torch.nn.Module, cfg: RunConfig, lpips=None) -> dict[str, Any]:
+    """Score ``model`` on the test set of ``cfg.data``; returns means and per-horizon lists.
 
-    task = FrameTask(model.model_name, _to_dict(model.config), cfg.data.n_context, cfg.data.n_future, _to_dict(cfg.train))
+    ``lpips``: an optional ``framecast.lpips_metric.LPIPS`` scorer adding the ``lpips`` metric.
+    """
+    task = FrameTask(model.model_name, to_dict(model.config), cfg.data.n_context, cfg.data.n_future, to_dict(cfg.train), lpips)
     task.model.load_state_dict(model.state_dict())
     if cfg.trainer.channels_last:
         task.model.to(memory_format=torch.channels_last)

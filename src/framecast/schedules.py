@@ -54,3 +54,19 @@ def sampling_mask(
     probs = torch.full((batch, total - 2), decoder_prob)
     probs[:, : n_context - 1] = encoder_prob
     return torch.bernoulli(probs, generator=generator).to(device)
+
+
+def onecycle_lr(progress: float, max_lr: float, pct_start: float = 0.1, div_factor: float = 25.0, final_div_factor: float = 1e4) -> float:
+    """One-cycle learning rate at ``progress`` in [0, 1] of the training budget.
+
+    Rises linearly from ``max_lr / div_factor`` to ``max_lr`` over the first ``pct_start`` of
+    the budget, then falls on a cosine to ``max_lr / div_factor / final_div_factor`` (the
+    defaults of ``torch.optim.lr_scheduler.OneCycleLR``, whose linear warm-up differs only in
+    shape). The budget may be steps or wall-clock time, so the schedule fits either.
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    start, end = max_lr / div_factor, max_lr / div_factor / final_div_factor
+    if progress < pct_start:
+        return start + (max_lr - start) * progress / pct_start
+    frac = (progress - pct_start) / max(1e-12, 1 - pct_start)
+    return end + (max_lr - end) * 0.5 * (1 + math.cos(math.pi * frac))

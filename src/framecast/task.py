@@ -17,7 +17,7 @@ from framecast import metrics as M
 from framecast.config import TrainConfig, build_dataclass
 from framecast.errors import FramecastError
 from framecast.registry import create_model, get_entry
-from framecast.schedules import reverse_sampling_probs, sampling_mask, scheduled_sampling_eta
+from framecast.schedules import onecycle_lr, reverse_sampling_probs, sampling_mask, scheduled_sampling_eta
 
 CHECKPOINT_FORMAT = 1
 
@@ -27,20 +27,22 @@ class FrameMetrics(torchmetrics.Metric):
 
     full_state_update = False
 
-    def __init__(self, n_future: int) -> None:
+    def __init__(self, n_future: int, lpips=None) -> None:
         super().__init__()
-        for name in M.METRICS:
+        self.lpips = lpips
+        self.names = M.METRICS + (("lpips",) if lpips is not None else ())
+        for name in self.names:
             self.add_state(name, default=torch.zeros(n_future, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        for name, values in M.per_frame(pred, target).items():  # (B, T)
+        for name, values in M.per_frame(pred, target, self.lpips).items():  # (B, T)
             getattr(self, name).add_(values.sum(0).to(self.count.device))
         self.count.add_(pred.shape[0])
 
     def compute(self) -> dict[str, Tensor]:
         """name -> (n_future,) mean per horizon step."""
-        return {name: getattr(self, name) / self.count.clamp_min(1) for name in M.METRICS}
+        return {name: getattr(self, name) / self.count.clamp_min(1) for name in self.names}
 
 
 class FrameTask(L.LightningModule):
@@ -54,14 +56,15 @@ class FrameTask(L.LightningModule):
         train: a ``TrainConfig`` as a plain dict.
     """
 
-    def __init__(self, model_name: str, model_config: dict[str, Any], n_context: int, n_future: int, train: dict[str, Any]) -> None:
+    def __init__(self, model_name: str, model_config: dict[str, Any], n_context: int, n_future: int, train: dict[str, Any],
+                 lpips=None) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["lpips"])
         self.model = create_model(model_name, **model_config)
         self.cfg: TrainConfig = build_dataclass(TrainConfig, train, prefix="train.")
         self.n_context, self.n_future = n_context, n_future
         self.automatic_optimization = False  # one place for the whole step policy, incl. reverse_input
-        self.test_metrics = FrameMetrics(n_future)
+        self.test_metrics = FrameMetrics(n_future, lpips)
         self.val_metrics = FrameMetrics(n_future)
         self.test_results: dict[str, Tensor] | None = None
 
@@ -81,20 +84,31 @@ class FrameTask(L.LightningModule):
         return sampling_mask(batch_size, self.n_context, self.n_future, enc, dec, gen, self.device)
 
     def loss(self, clip: Tensor, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Frame MSE over every frame the model predicts, plus the model's own loss terms."""
+        """Frame MSE (+ optional L1) over every frame the model predicts, plus the model's own terms."""
         context, future = clip[:, : self.n_context], clip[:, self.n_context :]
         out = self.model(context, self.n_future, future=future, mask=mask)
         target = clip[:, -out.frames.shape[1] :]
-        mse = F.mse_loss(out.frames.float(), target.float())
-        terms = {"mse": mse, **out.losses}
+        pred = out.frames.float()
+        terms = {"mse": F.mse_loss(pred, target.float()), **out.losses}
+        if self.cfg.l1_weight:
+            terms["l1"] = self.cfg.l1_weight * F.l1_loss(pred, target.float())
         return sum(terms.values()), terms
+
+    @property
+    def iteration(self) -> int:
+        """The official code's 1-based iteration: batches trained so far + 1. Lightning's
+        ``global_step`` counts optimiser steps, two per batch with ``reverse_input``."""
+        return self.global_step // (2 if self.cfg.reverse_input else 1) + 1
 
     # ------------------------------------------------------------------ steps
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         self._check_batch(batch)
         opt = self.optimizers()
-        itr = self.global_step + 1
+        itr = self.iteration
+        if self.cfg.lr_schedule == "onecycle":
+            for group in opt.param_groups:
+                group["lr"] = onecycle_lr(self.budget_progress(), self.cfg.lr, self.cfg.onecycle_pct_start)
         mask = self.teacher_mask(batch.shape[0], itr)
         clips = [batch, batch.flip(1)] if self.cfg.reverse_input else [batch]
         for clip in clips:
@@ -109,9 +123,6 @@ class FrameTask(L.LightningModule):
             if self.cfg.grad_clip:
                 self.clip_gradients(opt, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
             opt.step()
-        sched = self.lr_schedulers()
-        if sched is not None:
-            sched.step()
         self.log("train/loss", loss, prog_bar=True)
         for name, value in terms.items():
             self.log(f"train/{name}", value)
@@ -148,14 +159,20 @@ class FrameTask(L.LightningModule):
 
     def configure_optimizers(self):
         c = self.cfg
-        opt = torch.optim.Adam(self.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
-        if c.lr_schedule == "none":
-            return opt
-        total = self.trainer.estimated_stepping_batches
-        if not total or total == float("inf"):
-            raise FramecastError("train.lr_schedule=onecycle needs a step budget: set trainer.max_epochs or trainer.max_steps")
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=int(total) + 1, pct_start=c.onecycle_pct_start)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return torch.optim.Adam(self.parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+
+    def budget_progress(self) -> float:
+        """How much of the training budget is spent, in [0, 1]: steps or wall-clock, whichever
+        is further along (a time budget makes the schedule follow the clock)."""
+        trainer = self.trainer
+        progress = 0.0
+        total = trainer.estimated_stepping_batches
+        if total and total != float("inf"):
+            progress = self.global_step / total
+        timer = next((cb for cb in trainer.callbacks if type(cb).__name__ == "Timer"), None)
+        if timer is not None and timer._duration:
+            progress = max(progress, timer.time_elapsed("train") / timer._duration)
+        return progress
 
     # ------------------------------------------------------------------ checkpoints and logging
 

@@ -1,0 +1,174 @@
+"""PredRNN and PredRNN-V2: spatiotemporal LSTMs with zigzag memory.
+
+* PredRNN: Wang et al., "PredRNN: Recurrent Neural Networks for Predictive Learning using
+  Spatiotemporal LSTMs", NeurIPS 2017, https://papers.nips.cc/paper/6689
+* PredRNN-V2: Wang et al., "PredRNN: A Recurrent Neural Network for Spatiotemporal Predictive
+  Learning", TPAMI 2022, https://arxiv.org/abs/2103.09504
+
+Faithful to the official PyTorch code (thuml/predrnn-pytorch): frames are patched
+(space-to-depth, patch 4 for 64x64); each ST-LSTM cell has bias-free gate convolutions
+``conv_x`` (in -> 7 nh: i, f, g, i', f', g', o), ``conv_h`` (nh -> 4 nh: i, f, g, o),
+``conv_m`` (nh -> 3 nh: i', f', g'), ``conv_o`` (2 nh -> nh over [C', M']) and a 1x1
+``conv_last`` (2 nh -> nh), each optionally followed by a layer norm over (channels, H, W);
+forget biases are +1. The spatiotemporal memory M zigzags: bottom to top within a step, and
+from the top layer at t-1 to the bottom layer at t. A 1x1 bias-free head (no sigmoid) maps the
+top hidden state to the next patched frame; the loop runs over t = 0..T-2 and every step's
+prediction is returned (the loss covers all T-1).
+
+PredRNN-V2 adds the memory decoupling loss: a shared 1x1 adapter (nh -> nh, no bias) maps
+the increments delta_c = i * g and delta_m = i' * g'; after L2-normalising over pixels, the
+mean absolute cosine similarity per layer and step is averaged over all (T-1) * L layer-steps
+and weighted by ``decouple_beta`` (0.1 on Moving MNIST, 0.01 on KTH). Reverse scheduled
+sampling is training policy and lives in ``framecast.schedules``.
+
+Module names equal the official ones (``cell_list.{i}.conv_x.0.weight``, ``conv_last.weight``,
+``adapter.weight``), so official weights load by name (``framecast convert``).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from framecast.layers import check_patch, feedback_rollout, patchify, unpatchify
+from framecast.models.base import Prediction, Predictor
+from framecast.registry import register_model
+
+
+@dataclass
+class PredRNNConfig:
+    channels: int = 1
+    image_size: int = 64
+    num_hidden: tuple[int, ...] = (128, 128, 128, 128)
+    filter_size: int = 5
+    stride: int = 1
+    patch_size: int = 4
+    layer_norm: bool = False
+    decouple_beta: float = 0.0  # weight of the memory decoupling loss (PredRNN-V2)
+
+    def __post_init__(self) -> None:
+        if not self.num_hidden or min(self.num_hidden) < 1:
+            raise ValueError(f"num_hidden must list at least one positive width, got {self.num_hidden}")
+        if len(set(self.num_hidden)) != 1:
+            # the zigzag memory flows through every layer, so every layer has the same width
+            raise ValueError(f"PredRNN layers share one width (the zigzag memory passes through all), got {self.num_hidden}")
+        if self.filter_size % 2 == 0:
+            raise ValueError(f"filter_size must be odd, got {self.filter_size}")
+        if self.stride != 1:
+            raise ValueError(f"only stride 1 is supported (the official configs use 1), got {self.stride}")
+        check_patch(self.image_size, self.patch_size, "predrnn")
+
+
+def _conv(cin: int, cout: int, k: int, norm_shape: list[int] | None) -> nn.Sequential:
+    """A bias-free conv, then a layer norm over (C, H, W) when ``norm_shape`` is given."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)]
+    if norm_shape is not None:
+        layers.append(nn.LayerNorm(norm_shape))
+    return nn.Sequential(*layers)
+
+
+class SpatioTemporalLSTMCell(nn.Module):
+    """The ST-LSTM cell; returns the new (h, c, m) and the increments (delta_c, delta_m)."""
+
+    def __init__(self, in_channels: int, nh: int, width: int, k: int, layer_norm: bool) -> None:
+        super().__init__()
+        self.nh = nh
+        self.forget_bias = 1.0
+        ln = (lambda c: [c, width, width]) if layer_norm else (lambda c: None)
+        self.conv_x = _conv(in_channels, 7 * nh, k, ln(7 * nh))
+        self.conv_h = _conv(nh, 4 * nh, k, ln(4 * nh))
+        self.conv_m = _conv(nh, 3 * nh, k, ln(3 * nh))
+        self.conv_o = _conv(2 * nh, nh, k, ln(nh))
+        self.conv_last = nn.Conv2d(2 * nh, nh, 1, bias=False)
+
+    def forward(self, x: Tensor, h: Tensor, c: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        i_x, f_x, g_x, i_xp, f_xp, g_xp, o_x = self.conv_x(x).chunk(7, dim=1)
+        i_h, f_h, g_h, o_h = self.conv_h(h).chunk(4, dim=1)
+        i_m, f_m, g_m = self.conv_m(m).chunk(3, dim=1)
+
+        i = torch.sigmoid(i_x + i_h)
+        f = torch.sigmoid(f_x + f_h + self.forget_bias)
+        g = torch.tanh(g_x + g_h)
+        delta_c = i * g
+        c_new = f * c + delta_c
+
+        i_p = torch.sigmoid(i_xp + i_m)
+        f_p = torch.sigmoid(f_xp + f_m + self.forget_bias)
+        g_p = torch.tanh(g_xp + g_m)
+        delta_m = i_p * g_p
+        m_new = f_p * m + delta_m
+
+        mem = torch.cat([c_new, m_new], dim=1)  # (B, 2 nh, H, W)
+        o = torch.sigmoid(o_x + o_h + self.conv_o(mem))
+        h_new = o * torch.tanh(self.conv_last(mem))
+        return h_new, c_new, m_new, delta_c, delta_m
+
+
+def decoupling_similarity(delta_c: Tensor, delta_m: Tensor, adapter: nn.Module) -> Tensor:
+    """Mean over batch and channels of |cos| between adapted, pixel-normalised increments.
+
+    Args:
+        delta_c, delta_m: (B, nh, H, W) memory increments of one layer at one step.
+    """
+    dc = F.normalize(rearrange(adapter(delta_c), "b c h w -> b c (h w)"), dim=2)
+    dm = F.normalize(rearrange(adapter(delta_m), "b c h w -> b c (h w)"), dim=2)
+    return (dc * dm).sum(dim=2).abs().mean()  # cosine of unit vectors = their dot product
+
+
+@register_model("predrnn", PredRNNConfig, description="PredRNN: ST-LSTM with zigzag memory (NeurIPS 2017), 4 x 128, patch 4")
+class PredRNN(Predictor):
+    """PredRNN (see module docstring). ``decouple_beta > 0`` adds PredRNN-V2's decoupling loss."""
+
+    uses_mask = True
+
+    def __init__(self, config: PredRNNConfig) -> None:
+        super().__init__(config)
+        c = config.channels * config.patch_size**2
+        nh = config.num_hidden[0]
+        width = config.image_size // config.patch_size
+        self.cell_list = nn.ModuleList(
+            SpatioTemporalLSTMCell(c if i == 0 else nh, nh, width, config.filter_size, config.layer_norm)
+            for i in range(len(config.num_hidden))
+        )
+        self.conv_last = nn.Conv2d(nh, c, 1, bias=False)
+        if self.has_adapter:
+            self.adapter = nn.Conv2d(nh, nh, 1, bias=False)
+
+    has_adapter = False
+    fixed_size = property(lambda self: self.config.layer_norm)  # layer norm weights fix (H, W)
+
+    def predict(self, context: Tensor, n_future: int, future: Tensor | None, mask: Tensor | None) -> Prediction:
+        p = self.config.patch_size
+        ctx = patchify(context, p)  # (B, Tc, p*p*C, H/p, W/p)
+        fut = None if future is None else patchify(future, p)
+        decouple: list[Tensor] = []
+        want_decouple = self.has_adapter and self.training and self.config.decouple_beta > 0
+
+        def step(x: Tensor, state):
+            if state is None:
+                zeros = x.new_zeros(x.shape[0], self.config.num_hidden[0], *x.shape[-2:]).contiguous(memory_format=self.memory_format)
+                state = ([zeros] * len(self.cell_list), [zeros] * len(self.cell_list), zeros)
+            h, c, m = list(state[0]), list(state[1]), state[2]
+            inp = x
+            for i, cell in enumerate(self.cell_list):
+                h[i], c[i], m, delta_c, delta_m = cell(inp, h[i], c[i], m)
+                if want_decouple:
+                    decouple.append(decoupling_similarity(delta_c, delta_m, self.adapter))
+                inp = h[i]
+            return self.conv_last(h[-1]), (h, c, m)
+
+        frames = feedback_rollout(step, ctx, n_future, fut, mask, memory_format=self.memory_format)
+        losses = {"decouple": self.config.decouple_beta * torch.stack(decouple).mean()} if decouple else {}
+        return Prediction(unpatchify(frames, p), losses)
+
+
+@register_model(
+    "predrnn_v2", PredRNNConfig, defaults={"decouple_beta": 0.1},
+    description="PredRNN-V2: + memory decoupling loss, reverse scheduled sampling (TPAMI 2022), 4 x 128, patch 4",
+)
+class PredRNNv2(PredRNN):
+    """PredRNN-V2 (see module docstring): the v2 cell's increments feed the decoupling loss."""
+
+    has_adapter = True
