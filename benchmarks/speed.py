@@ -81,29 +81,25 @@ def measure(name: str, overrides: dict, batch: int, steps: int, precision: str, 
             model(ctx, n_future)
 
     res = {"model": name, "overrides": overrides, "params": params, "batch": batch, "precision": precision}
-    with FlopCounterMode(display=False) as fc:
-        infer()
-    res["infer_flops_per_sample"] = fc.get_total_flops() / batch
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if opt is not None:
+
+    def rate(fn, kind: str) -> None:
+        """Count FLOPs of one call (which also warms up), then time ``steps`` calls."""
         with FlopCounterMode(display=False) as fc:
-            train_step()
-        res["train_flops_per_sample"] = fc.get_total_flops() / batch
+            fn()
+        res[f"{kind}_flops_per_sample"] = fc.get_total_flops() / batch
         t0 = time.perf_counter()
         for _ in range(steps):
-            train_step()
+            fn()
         dt = (time.perf_counter() - t0) / steps
-        res["train_samples_per_s"] = batch / dt
-        res["train_flop_per_s"] = res["train_flops_per_sample"] * batch / dt
+        res[f"{kind}_samples_per_s"] = batch / dt
+        res[f"{kind}_flop_per_s"] = res[f"{kind}_flops_per_sample"] * batch / dt
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if opt is not None:
+        rate(train_step, "train")
     res["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     res["train_step_extra_gib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 2**20
-    infer()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        infer()
-    dt = (time.perf_counter() - t0) / steps
-    res["infer_samples_per_s"] = batch / dt
-    res["infer_flop_per_s"] = res["infer_flops_per_sample"] * batch / dt
+    rate(infer, "infer")
     return res
 
 

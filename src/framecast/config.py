@@ -167,6 +167,9 @@ class TrainConfig:
     # loss = MSE + l1_weight * L1 over every predicted frame (E3D-LSTM trains with L1 + L2);
     # the PredRNN family's official code uses MSE alone (0.0).
     l1_weight: float = 0.0
+    # Score the loss on predictions clipped to [0, 1], the range the metrics score, so values
+    # below 0 on empty background cost nothing (the fed-back frames stay unclipped).
+    clip_loss: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     lr_schedule: str = "none"  # none | onecycle

@@ -89,6 +89,8 @@ class FrameTask(L.LightningModule):
         out = self.model(context, self.n_future, future=future, mask=mask)
         target = clip[:, -out.frames.shape[1] :]
         pred = out.frames.float()
+        if self.cfg.clip_loss:
+            pred = pred.clamp(0, 1)
         terms = {"mse": F.mse_loss(pred, target.float()), **out.losses}
         if self.cfg.l1_weight:
             terms["l1"] = self.cfg.l1_weight * F.l1_loss(pred, target.float())
