@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 PRESETS = {
-    # sizes that train in minutes on a 2-core CPU
+    # the CPU sizes of configs/compare_quick.yaml (convlstm_seq2seq: smallest that fits a CPU)
     "quick": {
         "convlstm_seq2seq": {"hidden": 32, "patch_size": 4},
-        "convlstm": {"num_hidden": [64, 64, 64], "filter_size": 3, "patch_size": 8},
-        "predrnn": {"num_hidden": [48, 48, 48], "filter_size": 3, "patch_size": 8},
-        "predrnn_v2": {"num_hidden": [48, 48, 48], "filter_size": 3, "patch_size": 8},
+        "convlstm": {"num_hidden": [64, 64], "filter_size": 3, "patch_size": 8},
+        "predrnn": {"num_hidden": [48, 48], "filter_size": 3, "patch_size": 8},
+        "predrnn_v2": {"num_hidden": [48, 48], "filter_size": 3, "patch_size": 8},
     },
     # the papers' / official code's Moving MNIST configurations
     "official": {
@@ -71,7 +71,7 @@ def measure(name: str, overrides: dict, batch: int, steps: int, precision: str, 
     def train_step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             out = model(ctx, n_future, future=fut, mask=mask)
-            loss = F.mse_loss(out.frames.float(), clip[:, -out.frames.shape[1]:])
+            loss = F.mse_loss(out.frames.float(), clip[:, -out.frames.shape[1] :])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -118,7 +118,9 @@ def main() -> None:
     args = p.parse_args()
 
     if args.one:
-        res = measure(args.one, json.loads(args.overrides), args.batch, args.steps, args.precision, args.n_context, args.n_future)
+        res = measure(
+            args.one, json.loads(args.overrides), args.batch, args.steps, args.precision, args.n_context, args.n_future
+        )
         print(json.dumps(res))
         return
 
@@ -126,13 +128,30 @@ def main() -> None:
     if args.models:
         models = {m: models.get(m, {}) for m in args.models.split(",")}
     peaks = {"fp32": conv_peak(torch.float32), "bf16": conv_peak(torch.bfloat16)}
-    print(f"conv peak (5x5, 128->512, 16x16, batch 16, channels-last): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; torch threads {torch.get_num_threads()}")
+    print(
+        f"conv peak (5x5, 128->512, 16x16, batch 16, channels-last): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; torch threads {torch.get_num_threads()}"
+    )
     rows = []
     for name, over in models.items():
-        cmd = [sys.executable, __file__, "--one", name, "--overrides", json.dumps(over), "--batch", str(args.batch),
-               "--steps", str(args.steps), "--precision", args.precision, "--n-context", str(args.n_context),
-               "--n-future", str(args.n_future)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            name,
+            "--overrides",
+            json.dumps(over),
+            "--batch",
+            str(args.batch),
+            "--steps",
+            str(args.steps),
+            "--precision",
+            args.precision,
+            "--n-context",
+            str(args.n_context),
+            "--n-future",
+            str(args.n_future),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             print(f"{name}: failed\n{out.stderr[-2000:]}")
@@ -144,14 +163,20 @@ def main() -> None:
         rows.append(res)
 
     head = f"{'model':<18}{'params':>10}{'GFLOP/smp':>12}{'train s/s':>11}{'infer s/s':>11}{'train %pk':>11}{'infer %pk':>11}{'peak GiB':>10}"
-    print(f"\nbatch {args.batch}, {args.n_context} -> {args.n_future}, precision {args.precision}, preset {args.preset}")
+    print(
+        f"\nbatch {args.batch}, {args.n_context} -> {args.n_future}, precision {args.precision}, preset {args.preset}"
+    )
     print(head)
     for r in rows:
-        print(f"{r['model']:<18}{r['params'] / 1e6:>9.2f}M{r.get('train_flops_per_sample', 0) / 1e9:>12.1f}"
-              f"{r.get('train_samples_per_s', 0):>11.2f}{r['infer_samples_per_s']:>11.2f}"
-              f"{100 * r['train_share_of_conv_peak']:>10.0f}%{100 * r['infer_share_of_conv_peak']:>10.0f}%{r['peak_rss_gib']:>10.2f}")
-    print("GFLOP/smp = training FLOPs per sample (forward + backward); s/s = samples per second; "
-          "%pk = effective FLOP/s as a share of the conv peak; peak GiB = peak resident memory of the process")
+        print(
+            f"{r['model']:<18}{r['params'] / 1e6:>9.2f}M{r.get('train_flops_per_sample', 0) / 1e9:>12.1f}"
+            f"{r.get('train_samples_per_s', 0):>11.2f}{r['infer_samples_per_s']:>11.2f}"
+            f"{100 * r['train_share_of_conv_peak']:>10.0f}%{100 * r['infer_share_of_conv_peak']:>10.0f}%{r['peak_rss_gib']:>10.2f}"
+        )
+    print(
+        "GFLOP/smp = training FLOPs per sample (forward + backward); s/s = samples per second; "
+        "%pk = effective FLOP/s as a share of the conv peak; peak GiB = peak resident memory of the process"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"conv_peak_flop_per_s": peaks, "results": rows}, f, indent=2)

@@ -37,7 +37,7 @@ def test_every_trainable_model_gets_gradients(name):
     mask = torch.ones(2, 5) if model.uses_mask else None
     out = model(clip[:, :4], 3, future=clip[:, 4:], mask=mask)
     assert out.frames.shape[1] in (3, 6)
-    loss = (out.frames - clip[:, -out.frames.shape[1]:]).pow(2).mean() + sum(out.losses.values())
+    loss = (out.frames - clip[:, -out.frames.shape[1] :]).pow(2).mean() + sum(out.losses.values())
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -99,7 +99,9 @@ def test_bad_patch_and_input_shapes_raise_with_numbers():
 
 def test_baselines():
     x = torch.rand(2, 4, 1, 8, 8)
-    torch.testing.assert_close(framecast.forecast(framecast.create_model("copy_last"), x, 3), x[:, -1:].expand(-1, 3, -1, -1, -1))
+    torch.testing.assert_close(
+        framecast.forecast(framecast.create_model("copy_last"), x, 3), x[:, -1:].expand(-1, 3, -1, -1, -1)
+    )
     assert framecast.forecast(framecast.create_model("blank"), x, 3).abs().sum() == 0
 
 

@@ -90,7 +90,15 @@ def test_real_mnist_idx_and_test_file(tmp_path):
     np.save(tmp_path / "mnist_test_seq.npy", seq)
     clips = load_test_file(tmp_path / "mnist_test_seq.npy", 20, 64)
     np.testing.assert_array_equal(clips[3], seq[:, 3])
-    ds = build_datasets(DataConfig(mnist_path=str(tmp_path), test_file=str(tmp_path / "mnist_test_seq.npy"), test_size=0, val_size=1, train_size=1))
+    ds = build_datasets(
+        DataConfig(
+            mnist_path=str(tmp_path),
+            test_file=str(tmp_path / "mnist_test_seq.npy"),
+            test_size=0,
+            val_size=1,
+            train_size=1,
+        )
+    )
     assert len(ds["test"]) == 7
     with pytest.raises(FramecastError, match="file not found"):
         load_test_file(tmp_path / "missing.npy", 20, 64)

@@ -62,7 +62,9 @@ def test_converted_official_weights_give_official_frames(v2, layer_norm, tmp_pat
     with torch.no_grad():
         ref_frames, ref_dec = ref(frames_off, mask_off, NC, NC + NF, True)
         out_ours = model(clip[:, :NC], NF, future=clip[:, NC:], mask=m)
-    torch.testing.assert_close(reshape_patch(out_ours.frames.permute(0, 1, 3, 4, 2), P), ref_frames, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        reshape_patch(out_ours.frames.permute(0, 1, 3, 4, 2), P), ref_frames, atol=1e-5, rtol=1e-5
+    )
     if v2:
         torch.testing.assert_close(out_ours.losses["decouple"], 0.1 * ref_dec, atol=1e-6, rtol=1e-5)
     else:
@@ -74,7 +76,23 @@ def test_openstl_prefixes_and_wrong_model(tmp_path):
     src = tmp_path / "openstl.pth"
     torch.save({"state_dict": {f"model.{k}": v for k, v in ref.state_dict().items()}}, src)
     out = tmp_path / "c.ckpt"
-    assert main(["convert", str(src), "--from", "openstl", "--model", "predrnn_v2", "--set", f"image_size={H}", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(src),
+                "--from",
+                "openstl",
+                "--model",
+                "predrnn_v2",
+                "--set",
+                f"image_size={H}",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert framecast.load_checkpoint(out).model_name == "predrnn_v2"
     from framecast.convert import convert
 

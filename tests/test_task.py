@@ -40,13 +40,15 @@ def _fit_steps(tmp_path, reverse_input: bool, lr: float = 1e-3):
     from framecast.config import build_run_config
     from framecast.runner import fit
 
-    cfg = build_run_config({
-        "model": {"name": "predrnn", "num_hidden": [4], "filter_size": 3},
-        "data": {"n_context": 3, "n_future": 2, "batch_size": 2, "train_size": 4, "val_size": 2, "test_size": 2},
-        "train": {"reverse_input": reverse_input, "lr": lr, "image_every_n_steps": 0},
-        "trainer": {"max_epochs": 1, "enable_progress_bar": False},
-        "out_dir": str(tmp_path / f"r{int(reverse_input)}"),
-    })
+    cfg = build_run_config(
+        {
+            "model": {"name": "predrnn", "num_hidden": [4], "filter_size": 3},
+            "data": {"n_context": 3, "n_future": 2, "batch_size": 2, "train_size": 4, "val_size": 2, "test_size": 2},
+            "train": {"reverse_input": reverse_input, "lr": lr, "image_every_n_steps": 0},
+            "trainer": {"max_epochs": 1, "enable_progress_bar": False},
+            "out_dir": str(tmp_path / f"r{int(reverse_input)}"),
+        }
+    )
     return fit(cfg)
 
 

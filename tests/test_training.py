@@ -38,8 +38,23 @@ def test_resume_continues_from_last_checkpoint(tiny_overrides):
 def test_cli_test_writes_metrics_and_per_horizon(tiny_overrides, tmp_path, capsys):
     stats = fit(build_run_config(tiny_overrides))
     out = tmp_path / "scores"
-    code = main(["test", "--checkpoint", stats["best_checkpoint"], "--data.n_context", "4", "--data.n_future", "3",
-                 "--data.test_size", "4", "--trainer.enable_progress_bar", "false", "--out", str(out)])
+    code = main(
+        [
+            "test",
+            "--checkpoint",
+            stats["best_checkpoint"],
+            "--data.n_context",
+            "4",
+            "--data.n_future",
+            "3",
+            "--data.test_size",
+            "4",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["mean"]) >= {"mse", "mae", "mse_pixel", "mae_pixel", "ssim", "psnr"}
@@ -49,8 +64,10 @@ def test_cli_test_writes_metrics_and_per_horizon(tiny_overrides, tmp_path, capsy
 
 def test_compare_writes_report_and_skips_finished_models(tiny_overrides, tmp_path):
     values = {
-        "models": {"convlstm": {"num_hidden": [8], "filter_size": 3},
-                   "convlstm_seq2seq": {"hidden": 8, "patch_size": 4}},
+        "models": {
+            "convlstm": {"num_hidden": [8], "filter_size": 3},
+            "convlstm_seq2seq": {"hidden": 8, "patch_size": 4},
+        },
         "data": tiny_overrides["data"],
         "trainer": tiny_overrides["trainer"],
         "out_dir": str(tmp_path / "report"),
@@ -60,8 +77,16 @@ def test_compare_writes_report_and_skips_finished_models(tiny_overrides, tmp_pat
     cfg = build_compare_config(values)
     results = compare(cfg, log=lambda *_: None)
     out = tmp_path / "report"
-    for name in ("report.md", "results.json", "results.csv", "mse_per_horizon.png", "ssim_per_horizon.png",
-                 "loss_vs_time.png", "examples.gif", "examples.png"):
+    for name in (
+        "report.md",
+        "results.json",
+        "results.csv",
+        "mse_per_horizon.png",
+        "ssim_per_horizon.png",
+        "loss_vs_time.png",
+        "examples.gif",
+        "examples.png",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert set(results) == {"copy_last", "blank", "convlstm", "convlstm_seq2seq"}
     report = (out / "report.md").read_text()

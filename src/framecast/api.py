@@ -27,7 +27,9 @@ def forecast(model: nn.Module, context: Tensor, n_future: int) -> Tensor:
     single = context.dim() == 4
     x = context[None] if single else context
     if x.dim() == 5 and torch.is_floating_point(x) and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"context frames must lie in [0, 1], got values from {x.min().item():.3g} to {x.max().item():.3g}")
+        raise ValueError(
+            f"context frames must lie in [0, 1], got values from {x.min().item():.3g} to {x.max().item():.3g}"
+        )
     was_training = model.training
     model.eval()
     param = next(model.parameters(), None)

@@ -34,7 +34,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     except Exception as e:  # torch raises many types for foreign or truncated files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FramecastError(f"{path}: not a readable PyTorch checkpoint (truncated or another format: {msg[:160]})") from None
+        raise FramecastError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or another format: {msg[:160]})"
+        ) from None
     if not isinstance(obj, dict):
         raise FramecastError(f"{path}: not a framecast checkpoint (holds a {type(obj).__name__}, not a dict)")
     return obj
@@ -62,7 +64,9 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     state = model_state(ckpt)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise FramecastError(f"{path}: weights do not fit model '{meta['model']}' (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise FramecastError(
+            f"{path}: weights do not fit model '{meta['model']}' (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     model.eval()
     model.checkpoint_meta = meta
     return model

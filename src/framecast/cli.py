@@ -87,7 +87,9 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
         cfg = build_run_config(values)
     else:
         if "name" not in values.get("model", {}):
-            raise FramecastError("framecast test needs --checkpoint CKPT, or --model.name for a baseline such as copy_last")
+            raise FramecastError(
+                "framecast test needs --checkpoint CKPT, or --model.name for a baseline such as copy_last"
+            )
         cfg = build_run_config(values)
         model = create_model(cfg.model_name, **resolve_model_config(cfg))
     from framecast.compare import make_lpips
@@ -158,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("test", help="score a checkpoint or a baseline on the test set")
     s.add_argument("--checkpoint")
     s.add_argument("--out", help="folder for metrics.json and per_horizon.csv")
-    s.add_argument("--lpips", choices=["auto", "on", "off"], default="auto", help="LPIPS metric (needs AlexNet weights)")
+    s.add_argument(
+        "--lpips", choices=["auto", "on", "off"], default="auto", help="LPIPS metric (needs AlexNet weights)"
+    )
     s.set_defaults(func=cmd_test)
     s = sub.add_parser("compare", help="train and compare models under one budget; writes a report")
     s.add_argument("--models", help="comma-separated model names (default: the config's)")

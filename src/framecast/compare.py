@@ -112,7 +112,9 @@ def count_flops(model: torch.nn.Module, clip: torch.Tensor, n_context: int, n_fu
     return int(counter.get_total_flops())
 
 
-def inference_speed(model: torch.nn.Module, clips: torch.Tensor, n_context: int, n_future: int, repeats: int = 2) -> float:
+def inference_speed(
+    model: torch.nn.Module, clips: torch.Tensor, n_context: int, n_future: int, repeats: int = 2
+) -> float:
     """Predicted frames per second at the batch of ``clips`` (median of ``repeats`` after warm-up)."""
     model.eval()
     times = []
@@ -139,7 +141,9 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = build_datasets(cfg.data)
-    test_clips = torch.stack([data["test"][i] for i in range(min(len(data["test"]), max(cfg.n_examples, cfg.speed_batch)))])
+    test_clips = torch.stack(
+        [data["test"][i] for i in range(min(len(data["test"]), max(cfg.n_examples, cfg.speed_batch)))]
+    )
     nc, nf = cfg.data.n_context, cfg.data.n_future
     scorer = make_lpips(cfg.lpips, log)
     results: dict[str, dict[str, Any]] = {}
@@ -149,8 +153,17 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
     labels = list(cfg.baselines) + [m for m in cfg.models if m not in cfg.baselines]
     for label in labels:
         is_baseline = label in cfg.baselines and label not in cfg.models
-        run = RunConfig(model={"name": label}, data=cfg.data, train=cfg.train, trainer=cfg.trainer,
-                        out_dir=str(out / "runs" / label)) if is_baseline else run_config(cfg, label)
+        run = (
+            RunConfig(
+                model={"name": label},
+                data=cfg.data,
+                train=cfg.train,
+                trainer=cfg.trainer,
+                out_dir=str(out / "runs" / label),
+            )
+            if is_baseline
+            else run_config(cfg, label)
+        )
         run_dir = Path(run.out_dir)
         done_file = run_dir / "result.json"
         fp = _fingerprint(run)
@@ -163,13 +176,19 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
                 )
             log(f"[{label}] finished earlier, reusing {done_file}")
             res = prev
-            model = load_checkpoint(res["checkpoint"]) if res.get("checkpoint") else create_model(run.model_name, **resolve_model_config(run))
+            model = (
+                load_checkpoint(res["checkpoint"])
+                if res.get("checkpoint")
+                else create_model(run.model_name, **resolve_model_config(run))
+            )
         else:
             if is_baseline or not get_entry(run.model_name).trainable:
                 model = create_model(run.model_name, **resolve_model_config(run))
                 stats = {"train_seconds": 0.0, "epochs": 0, "steps": 0, "loss_curve": [], "best_checkpoint": None}
             else:
-                log(f"[{label}] training ({'resuming' if (run_dir / 'checkpoints' / 'last.ckpt').is_file() else 'new run'}) -> {run_dir}")
+                log(
+                    f"[{label}] training ({'resuming' if (run_dir / 'checkpoints' / 'last.ckpt').is_file() else 'new run'}) -> {run_dir}"
+                )
                 stats = fit(run, resume=True)
                 model = load_checkpoint(stats["best_checkpoint"])
             log(f"[{label}] testing on {len(data['test'])} clips")
@@ -180,7 +199,9 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
                 "fingerprint": fp,
                 "params": sum(p.numel() for p in model.parameters()),
                 "flops_per_sample": count_flops(model, test_clips, nc, nf),
-                "infer_frames_per_s": inference_speed(model, test_clips[: cfg.speed_batch], nc, nf) if not is_baseline else None,
+                "infer_frames_per_s": inference_speed(model, test_clips[: cfg.speed_batch], nc, nf)
+                if not is_baseline
+                else None,
                 "train_seconds": stats["train_seconds"],
                 "epochs": stats["epochs"],
                 "steps": stats["steps"],
@@ -208,10 +229,21 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
 
 
 COLUMNS = [
-    ("model", "model"), ("params", "params"), ("flops_per_sample", "GFLOPs/sample"),
-    ("mse", "MSE"), ("mae", "MAE"), ("mse_pixel", "MSE/px"), ("mae_pixel", "MAE/px"), ("ssim", "SSIM"),
-    ("psnr", "PSNR"), ("lpips", "LPIPS"), ("train_seconds", "train time"), ("epochs", "epochs"), ("steps", "steps"),
-    ("infer_frames_per_s", "infer frames/s"), ("gap_mse", "MSE vs copy_last"),
+    ("model", "model"),
+    ("params", "params"),
+    ("flops_per_sample", "GFLOPs/sample"),
+    ("mse", "MSE"),
+    ("mae", "MAE"),
+    ("mse_pixel", "MSE/px"),
+    ("mae_pixel", "MAE/px"),
+    ("ssim", "SSIM"),
+    ("psnr", "PSNR"),
+    ("lpips", "LPIPS"),
+    ("train_seconds", "train time"),
+    ("epochs", "epochs"),
+    ("steps", "steps"),
+    ("infer_frames_per_s", "infer frames/s"),
+    ("gap_mse", "MSE vs copy_last"),
 ]
 
 
@@ -219,10 +251,15 @@ def _row(label: str, res: dict[str, Any]) -> dict[str, Any]:
     m = res["test"]["mean"]
     gap = res.get("gap_to_copy_last") or {}
     return {
-        "model": label, "params": res["params"], "flops_per_sample": res["flops_per_sample"],
+        "model": label,
+        "params": res["params"],
+        "flops_per_sample": res["flops_per_sample"],
         **{k: m.get(k) for k in ("mse", "mae", "mse_pixel", "mae_pixel", "ssim", "psnr", "lpips")},
-        "train_seconds": res["train_seconds"], "epochs": res["epochs"], "steps": res["steps"],
-        "infer_frames_per_s": res["infer_frames_per_s"], "gap_mse": gap.get("mse"),
+        "train_seconds": res["train_seconds"],
+        "epochs": res["epochs"],
+        "steps": res["steps"],
+        "infer_frames_per_s": res["infer_frames_per_s"],
+        "gap_mse": gap.get("mse"),
     }
 
 
@@ -235,6 +272,8 @@ def _fmt(key: str, v: Any) -> str:
         return f"{v / 1e9:.2f}"
     if key == "train_seconds":
         return f"{v / 60:.1f} min" if v else "–"
+    if key == "epochs":
+        return f"{v:.3g}"
     if key in ("ssim", "lpips"):
         return f"{v:.4f}"
     if key in ("mse_pixel", "mae_pixel"):
@@ -260,14 +299,20 @@ def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) ->
     atomic_write_text(out / "results.json", json.dumps({"config": to_dict(cfg), "results": public}, indent=2))
     # figures
     per_h = {label: res["test"]["per_horizon"] for label, res in results.items()}
-    plot_per_horizon({k: v["mse"] for k, v in per_h.items()}, "MSE", out / "mse_per_horizon.png", "MSE per frame (sum over pixels)")
+    plot_per_horizon(
+        {k: v["mse"] for k, v in per_h.items()}, "MSE", out / "mse_per_horizon.png", "MSE per frame (sum over pixels)"
+    )
     plot_per_horizon({k: v["ssim"] for k, v in per_h.items()}, "SSIM", out / "ssim_per_horizon.png")
     plot_loss_curves({k: v for k, v in curves.items() if v}, out / "loss_vs_time.png")
     comparison_gif(test_clips[: cfg.n_examples], examples, nc, out / "examples.gif")
     strip_png(test_clips[0], {k: v[0] for k, v in examples.items()}, nc, out / "examples.png")
     # report.md
     d, t = cfg.data, cfg.trainer
-    budget = f"{t.max_time_minutes:g} minutes of training per model" if t.max_time_minutes else f"{t.max_epochs} epochs per model"
+    budget = (
+        f"{t.max_time_minutes:g} minutes of training per model"
+        if t.max_time_minutes
+        else f"{t.max_epochs} epochs per model"
+    )
     if t.max_steps and t.max_steps > 0:
         budget += f" (at most {t.max_steps} steps)"
     shown = [(k, h) for k, h in COLUMNS if any(r[k] is not None for r in rows)]

@@ -61,7 +61,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}{did_you_mean(str(value), map(str, args))}")
+            raise ConfigError(
+                f"{key}: {value!r} is not one of {', '.join(map(repr, args))}{did_you_mean(str(value), map(str, args))}"
+            )
         return value
     if tp is bool:
         if isinstance(value, bool):
@@ -192,10 +194,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.lr > 0, f"train.lr must be positive, got {self.lr}")
         require(self.l1_weight >= 0, f"train.l1_weight must not be negative, got {self.l1_weight}")
-        require(self.lr_schedule in ("none", "onecycle"), f"train.lr_schedule must be none or onecycle, got {self.lr_schedule!r}")
-        require(self.sampling in ("none", "scheduled", "reverse"), f"train.sampling must be none, scheduled or reverse, got {self.sampling!r}")
+        require(
+            self.lr_schedule in ("none", "onecycle"),
+            f"train.lr_schedule must be none or onecycle, got {self.lr_schedule!r}",
+        )
+        require(
+            self.sampling in ("none", "scheduled", "reverse"),
+            f"train.sampling must be none, scheduled or reverse, got {self.sampling!r}",
+        )
         require(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive, got {self.grad_clip}")
-        require(self.r_sampling_step_2 > self.r_sampling_step_1, "train.r_sampling_step_2 must be after train.r_sampling_step_1")
+        require(
+            self.r_sampling_step_2 > self.r_sampling_step_1,
+            "train.r_sampling_step_2 must be after train.r_sampling_step_1",
+        )
 
 
 @dataclass
@@ -220,8 +231,13 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         allowed = ("32", "32-true", "bf16-mixed", "bf16-true", "16-mixed", "64")
         self.precision = str(self.precision)
-        require(self.precision in allowed, f"trainer.precision must be one of {', '.join(allowed)}, got {self.precision!r}")
-        require(self.max_epochs >= 1 or self.max_epochs == -1, f"trainer.max_epochs must be at least 1, got {self.max_epochs}")
+        require(
+            self.precision in allowed, f"trainer.precision must be one of {', '.join(allowed)}, got {self.precision!r}"
+        )
+        require(
+            self.max_epochs >= 1 or self.max_epochs == -1,
+            f"trainer.max_epochs must be at least 1, got {self.max_epochs}",
+        )
         require(self.max_time_minutes is None or self.max_time_minutes > 0, "trainer.max_time_minutes must be positive")
 
 
@@ -325,8 +341,12 @@ def resolve_model_config(cfg: RunConfig) -> dict[str, Any]:
 
     overrides = cfg.model_overrides
     probe = model_config(cfg.model_name, **overrides)
-    derived = {"channels": cfg.data.channels, "image_size": cfg.data.image_size,
-               "n_context": cfg.data.n_context, "n_future": cfg.data.n_future}
+    derived = {
+        "channels": cfg.data.channels,
+        "image_size": cfg.data.image_size,
+        "n_context": cfg.data.n_context,
+        "n_future": cfg.data.n_future,
+    }
     fields = {f.name for f in dataclasses.fields(probe)}
     for key, value in derived.items():
         if key not in fields:

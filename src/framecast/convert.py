@@ -55,7 +55,9 @@ def infer_config(state: dict[str, torch.Tensor], channels: int = 1) -> dict[str,
     out_c = state["conv_last.weight"].shape[0]
     patch = math.isqrt(out_c // channels)
     if patch * patch * channels != out_c:
-        raise FramecastError(f"head has {out_c} output channels, not patch^2 x {channels} channels; pass --set channels=N")
+        raise FramecastError(
+            f"head has {out_c} output channels, not patch^2 x {channels} channels; pass --set channels=N"
+        )
     cfg: dict[str, Any] = {"channels": channels, "num_hidden": tuple(widths), "filter_size": k, "patch_size": patch}
     ln = state.get("cell_list.0.conv_x.1.weight")
     cfg["layer_norm"] = ln is not None
@@ -80,10 +82,14 @@ def convert(src: str | Path, source: str, model: str, out: str | Path, overrides
     if model == "predrnn" and unexpected == ["adapter.weight"]:
         raise FramecastError(f"{src}: has a decoupling adapter, so it is PredRNN-V2: use --model predrnn_v2")
     if missing or unexpected:
-        raise FramecastError(f"{src}: weights do not fit {model} {cfg} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise FramecastError(
+            f"{src}: weights do not fit {model} {cfg} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     bad = [k for k in own if own[k].shape != state[k].shape]
     if bad:
-        raise FramecastError(f"{src}: {bad[0]} is {tuple(state[bad[0]].shape)} but {model} {cfg} expects {tuple(own[bad[0]].shape)}")
+        raise FramecastError(
+            f"{src}: {bad[0]} is {tuple(state[bad[0]].shape)} but {model} {cfg} expects {tuple(own[bad[0]].shape)}"
+        )
     net.load_state_dict(state)
     save_model_checkpoint(net, out, {"converted_from": {"source": source, "file": src.name}})
     return Path(out)

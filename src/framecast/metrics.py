@@ -50,7 +50,9 @@ def ssim_frames(pred: Tensor, target: Tensor, win_size: int = 7, data_range: flo
     return s.mean(dim=(1, 2, 3)).reshape(n, c).mean(dim=1)
 
 
-def per_frame(pred: Tensor, target: Tensor, lpips: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict[str, Tensor]:
+def per_frame(
+    pred: Tensor, target: Tensor, lpips: Callable[[Tensor, Tensor], Tensor] | None = None
+) -> dict[str, Tensor]:
     """Every metric for every clip and horizon step: name -> (B, T) float64.
 
     Args:
@@ -59,7 +61,9 @@ def per_frame(pred: Tensor, target: Tensor, lpips: Callable[[Tensor, Tensor], Te
         lpips: an optional LPIPS scorer (``framecast.lpips_metric.LPIPS``) adding ``lpips``.
     """
     if pred.shape != target.shape or pred.dim() != 5:
-        raise ValueError(f"pred and target must be equal (B, T, C, H, W) shapes, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"pred and target must be equal (B, T, C, H, W) shapes, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     b, t = pred.shape[:2]
     p = pred.detach().clamp(0, 1).double()
     y = target.detach().double()

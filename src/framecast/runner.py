@@ -21,8 +21,14 @@ from framecast.io import atomic_write_text
 from framecast.task import FrameTask, is_trainable
 
 # Lightning's advice about worker counts and logging intervals is noise on tiny CPU runs.
-for pattern in (".*does not have many workers.*", ".*log_every_n_steps.*", ".*LeafSpec.*", ".*tensorboardX.*",
-                ".*manual optimization and every_n_train_steps.*", ".*litmodels.*"):
+for pattern in (
+    ".*does not have many workers.*",
+    ".*log_every_n_steps.*",
+    ".*LeafSpec.*",
+    ".*tensorboardX.*",
+    ".*manual optimization and every_n_train_steps.*",
+    ".*litmodels.*",
+):
     warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -63,7 +69,9 @@ def make_task(cfg: RunConfig) -> FrameTask:
 def make_trainer(cfg: RunConfig, callbacks: list[Callback] | None = None, logger: bool = True) -> L.Trainer:
     t = cfg.trainer
     out = Path(cfg.out_dir)
-    loggers = [TensorBoardLogger(out, name="tb", version=""), CSVLogger(out, name="csv", version="")] if logger else False
+    loggers = (
+        [TensorBoardLogger(out, name="tb", version=""), CSVLogger(out, name="csv", version="")] if logger else False
+    )
     return L.Trainer(
         default_root_dir=out,
         max_epochs=t.max_epochs,
@@ -103,18 +111,27 @@ def fit(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
     resolved["model"] = {"name": cfg.model_name, **task.hparams.model_config}
     save_yaml(resolved, out / "config.yaml")
     ckpt_dir = out / "checkpoints"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/mse", mode="min", save_last=False, save_top_k=1)
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_train_steps=max(1, cfg.trainer.log_every_n_steps * 5))
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val/mse", mode="min", save_last=False, save_top_k=1
+    )
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_train_steps=max(1, cfg.trainer.log_every_n_steps * 5)
+    )
     last.CHECKPOINT_NAME_LAST = "last"
     clock = TrainingClock()
     trainer = make_trainer(cfg, callbacks=[best, last, clock])
     ckpt_path = ckpt_dir / "last.ckpt"
     # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers only.
-    trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if resume and ckpt_path.is_file() else None, weights_only=True)
+    trainer.fit(
+        task, datamodule=data, ckpt_path=str(ckpt_path) if resume and ckpt_path.is_file() else None, weights_only=True
+    )
     trainer.save_checkpoint(ckpt_path, weights_only=False)
     stats = {
         "train_seconds": clock.seconds,
-        "epochs": trainer.current_epoch,
+        # fractional: a time budget usually stops inside an epoch
+        "epochs": round(
+            trainer.fit_loop.epoch_loop.batch_progress.total.completed / max(1, trainer.num_training_batches), 4
+        ),
         "steps": trainer.global_step,
         "loss_curve": clock.curve,
         "best_checkpoint": str(Path(best.best_model_path)) if best.best_model_path else str(ckpt_path),
@@ -130,7 +147,9 @@ def test_model(model: torch.nn.Module, cfg: RunConfig, lpips=None) -> dict[str, 
 
     ``lpips``: an optional ``framecast.lpips_metric.LPIPS`` scorer adding the ``lpips`` metric.
     """
-    task = FrameTask(model.model_name, to_dict(model.config), cfg.data.n_context, cfg.data.n_future, to_dict(cfg.train), lpips)
+    task = FrameTask(
+        model.model_name, to_dict(model.config), cfg.data.n_context, cfg.data.n_future, to_dict(cfg.train), lpips
+    )
     task.model.load_state_dict(model.state_dict())
     if cfg.trainer.channels_last:
         task.model.to(memory_format=torch.channels_last)

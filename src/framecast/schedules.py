@@ -21,7 +21,9 @@ def scheduled_sampling_eta(itr: int, start: float = 1.0, changing_rate: float = 
     return max(0.0, start - changing_rate * itr)
 
 
-def reverse_sampling_probs(itr: int, step_1: int = 25_000, step_2: int = 50_000, alpha: float = 2_500.0) -> tuple[float, float]:
+def reverse_sampling_probs(
+    itr: int, step_1: int = 25_000, step_2: int = 50_000, alpha: float = 2_500.0
+) -> tuple[float, float]:
     """PredRNN-V2's reverse scheduled sampling: (encoder prob r_eta, decoder prob eta).
 
     The encoder's probability of reading the true frame rises from 0.5 to 1 exponentially
@@ -56,7 +58,9 @@ def sampling_mask(
     return torch.bernoulli(probs, generator=generator).to(device)
 
 
-def onecycle_lr(progress: float, max_lr: float, pct_start: float = 0.1, div_factor: float = 25.0, final_div_factor: float = 1e4) -> float:
+def onecycle_lr(
+    progress: float, max_lr: float, pct_start: float = 0.1, div_factor: float = 25.0, final_div_factor: float = 1e4
+) -> float:
     """One-cycle learning rate at ``progress`` in [0, 1] of the training budget.
 
     Rises linearly from ``max_lr / div_factor`` to ``max_lr`` over the first ``pct_start`` of

@@ -56,8 +56,15 @@ class FrameTask(L.LightningModule):
         train: a ``TrainConfig`` as a plain dict.
     """
 
-    def __init__(self, model_name: str, model_config: dict[str, Any], n_context: int, n_future: int, train: dict[str, Any],
-                 lpips=None) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        model_config: dict[str, Any],
+        n_context: int,
+        n_future: int,
+        train: dict[str, Any],
+        lpips=None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["lpips"])
         self.model = create_model(model_name, **model_config)
@@ -76,7 +83,10 @@ class FrameTask(L.LightningModule):
             return None
         c = self.cfg
         if c.sampling == "scheduled":
-            enc, dec = 1.0, scheduled_sampling_eta(itr, c.sampling_start, c.sampling_changing_rate, c.sampling_stop_iter)
+            enc, dec = (
+                1.0,
+                scheduled_sampling_eta(itr, c.sampling_start, c.sampling_changing_rate, c.sampling_stop_iter),
+            )
         else:
             enc, dec = reverse_sampling_probs(itr, c.r_sampling_step_1, c.r_sampling_step_2, c.r_exp_alpha)
         # Seeded by the step, so a resumed run draws the same masks as an uninterrupted one.
@@ -199,7 +209,9 @@ class FrameTask(L.LightningModule):
             return
         clip = batch[:1]
         pred = self.model(clip[:, : self.n_context], self.n_future).future(self.n_future).float().clamp(0, 1)
-        writer.add_image("train/context_truth_prediction_error", frame_grid(clip[0], pred[0], self.n_context), self.global_step)
+        writer.add_image(
+            "train/context_truth_prediction_error", frame_grid(clip[0], pred[0], self.n_context), self.global_step
+        )
 
 
 def frame_grid(clip: Tensor, pred: Tensor, n_context: int) -> Tensor:

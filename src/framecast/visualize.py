@@ -46,7 +46,9 @@ def _mark(img: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
 GREEN, RED, WHITE = (40, 200, 40), (220, 40, 40), (230, 230, 230)
 
 
-def comparison_gif(clips: Tensor, preds: dict[str, Tensor], n_context: int, path: str | Path, fps: int = 4, scale: int = 2) -> Path:
+def comparison_gif(
+    clips: Tensor, preds: dict[str, Tensor], n_context: int, path: str | Path, fps: int = 4, scale: int = 2
+) -> Path:
     """An animated GIF: one row per clip, columns truth | each model's prediction.
 
     Context frames (green border) are the same in every column; future frames (red border in
@@ -122,7 +124,7 @@ def plot_loss_curves(curves: dict[str, list[tuple[float, int, float]]], path: st
             secs, _, loss = zip(*curve)
             ax.plot(np.asarray(secs) / 60, loss, label=label)
     ax.set_xlabel("training time (minutes)")
-    ax.set_ylabel("training loss (MSE per pixel)")
+    ax.set_ylabel("training loss (per pixel)")
     ax.set_yscale("log")
     ax.set_title("training loss against wall-clock time")
     ax.grid(alpha=0.3, which="both")

@@ -38,7 +38,9 @@ def build_datasets(cfg: DataConfig) -> dict[str, Dataset]:
         raise ConfigError(unknown_choice("dataset", cfg.name, DATASETS))
     if cfg.channels != 1:
         raise ConfigError("data.channels must be 1 for moving_mnist (grey digits)")
-    gen = dict(length=cfg.total_length, image_size=cfg.image_size, num_digits=cfg.num_digits, step_length=cfg.step_length)
+    gen = dict(
+        length=cfg.total_length, image_size=cfg.image_size, num_digits=cfg.num_digits, step_length=cfg.step_length
+    )
     train_digits = mnist_digits(cfg.mnist_path, "train")
     test_digits = mnist_digits(cfg.mnist_path, "test")
     if cfg.test_file:

@@ -132,8 +132,16 @@ class MovingMNIST(Dataset):
     hands out new indices every epoch: the training stream never repeats.
     """
 
-    def __init__(self, digits: np.ndarray, seed: int, size: int, length: int = 20, image_size: int = 64,
-                 num_digits: int = 2, step_length: float = 0.1) -> None:
+    def __init__(
+        self,
+        digits: np.ndarray,
+        seed: int,
+        size: int,
+        length: int = 20,
+        image_size: int = 64,
+        num_digits: int = 2,
+        step_length: float = 0.1,
+    ) -> None:
         self.digits, self.seed, self.size = digits, seed, size
         self.kwargs = dict(length=length, image_size=image_size, num_digits=num_digits, step_length=step_length)
 
@@ -174,7 +182,9 @@ def load_test_file(path: str | Path, length: int, image_size: int) -> np.ndarray
     except ValueError as e:
         raise FramecastError(f"{path}: not a .npy array ({e})") from None
     if arr.ndim != 4 or arr.dtype != np.uint8:
-        raise FramecastError(f"{path}: expected uint8 (time, sequence, H, W) like mnist_test_seq.npy, got {arr.dtype} {arr.shape}")
+        raise FramecastError(
+            f"{path}: expected uint8 (time, sequence, H, W) like mnist_test_seq.npy, got {arr.dtype} {arr.shape}"
+        )
     if arr.shape[0] < length or arr.shape[2:] != (image_size, image_size):
         raise FramecastError(
             f"{path}: clips are {arr.shape[0]} frames of {arr.shape[2]}x{arr.shape[3]}, "

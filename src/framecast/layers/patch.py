@@ -13,8 +13,7 @@ def check_patch(image_size: int, patch_size: int, what: str = "model") -> None:
     if patch_size < 1 or image_size % patch_size:
         fits = [p for p in range(1, min(image_size, 16) + 1) if image_size % p == 0]
         raise ValueError(
-            f"{what}: patch_size {patch_size} does not divide image_size {image_size}; "
-            f"patch sizes that fit: {fits}"
+            f"{what}: patch_size {patch_size} does not divide image_size {image_size}; patch sizes that fit: {fits}"
         )
 
 

@@ -46,7 +46,9 @@ def feedback_rollout(
         if future is None:
             raise ValueError("a teacher-forcing mask needs the true future frames")
         if mask.shape != (context.shape[0], total - 2):
-            raise ValueError(f"mask must have shape (B, T-2) = {(context.shape[0], total - 2)}, got {tuple(mask.shape)}")
+            raise ValueError(
+                f"mask must have shape (B, T-2) = {(context.shape[0], total - 2)}, got {tuple(mask.shape)}"
+            )
     frames = context if future is None else torch.cat([context, future], dim=1)  # (B, T', C, H, W)
     # One contiguous (B, C, H, W) tensor per step, made once, outside the loop.
     steps = [frames[:, t].contiguous(memory_format=memory_format) for t in range(frames.shape[1])]

@@ -59,7 +59,9 @@ class Predictor(nn.Module):
             mask: (B, Tc + n_future - 2) teacher-forcing probabilities (training only).
         """
         self.check_input(context)
-        if future is not None and (future.shape[0] != context.shape[0] or future.shape[1] != n_future or future.shape[2:] != context.shape[2:]):
+        if future is not None and (
+            future.shape[0] != context.shape[0] or future.shape[1] != n_future or future.shape[2:] != context.shape[2:]
+        ):
             raise ValueError(
                 f"future frames must have shape (B, n_future, C, H, W) = "
                 f"{(context.shape[0], n_future, *context.shape[2:])}, got {tuple(future.shape)}"
@@ -77,13 +79,19 @@ class Predictor(nn.Module):
             raise ValueError(f"context must be a (B, T, C, H, W) tensor, got {shape}")
         channels = getattr(cfg, "channels", None)
         if channels is not None and context.shape[2] != channels:
-            raise ValueError(f"context has {context.shape[2]} channels but the model expects {channels} (B, T, C, H, W); got {tuple(context.shape)}")
+            raise ValueError(
+                f"context has {context.shape[2]} channels but the model expects {channels} (B, T, C, H, W); got {tuple(context.shape)}"
+            )
         size = getattr(cfg, "image_size", None)
         if size is not None and self.fixed_size and tuple(context.shape[-2:]) != (size, size):
-            raise ValueError(f"context frames are {context.shape[-2]}x{context.shape[-1]} but the model expects {size}x{size}")
+            raise ValueError(
+                f"context frames are {context.shape[-2]}x{context.shape[-1]} but the model expects {size}x{size}"
+            )
         patch = getattr(cfg, "patch_size", 1)
         if context.shape[-1] % patch or context.shape[-2] % patch:
-            raise ValueError(f"frame size {context.shape[-2]}x{context.shape[-1]} is not divisible by patch_size {patch}")
+            raise ValueError(
+                f"frame size {context.shape[-2]}x{context.shape[-1]} is not divisible by patch_size {patch}"
+            )
         if not torch.is_floating_point(context):
             raise ValueError(f"context must be float frames in [0, 1], got dtype {context.dtype}")
 

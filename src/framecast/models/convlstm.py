@@ -43,7 +43,9 @@ class ConvLSTMSeq2SeqConfig:
         check_patch(self.image_size, self.patch_size, "convlstm_seq2seq")
 
 
-@register_model("convlstm_seq2seq", ConvLSTMSeq2SeqConfig, description="ConvLSTM encoder-decoder (tutorial seed), 2+2 cells x 64")
+@register_model(
+    "convlstm_seq2seq", ConvLSTMSeq2SeqConfig, description="ConvLSTM encoder-decoder (tutorial seed), 2+2 cells x 64"
+)
 class ConvLSTMSeq2Seq(Predictor):
     """The ConvLSTM encoder-decoder of the tutorial seed (see module docstring)."""
 
@@ -94,7 +96,11 @@ class ConvLSTMConfig:
         check_patch(self.image_size, self.patch_size, "convlstm")
 
 
-@register_model("convlstm", ConvLSTMConfig, description="stacked ConvLSTM benchmark form (4 x 128, filter 5, patch 4, frame feedback)")
+@register_model(
+    "convlstm",
+    ConvLSTMConfig,
+    description="stacked ConvLSTM benchmark form (4 x 128, filter 5, patch 4, frame feedback)",
+)
 class ConvLSTM(Predictor):
     """Stacked ConvLSTM with PredRNN's frame-feedback loop and scheduled sampling."""
 
@@ -124,4 +130,3 @@ class ConvLSTM(Predictor):
         fut = None if future is None else patchify(future, p)
         frames = feedback_rollout(self.step, ctx, n_future, fut, mask, memory_format=self.memory_format)
         return Prediction(unpatchify(frames, p))
-

@@ -53,7 +53,9 @@ class PredRNNConfig:
             raise ValueError(f"num_hidden must list at least one positive width, got {self.num_hidden}")
         if len(set(self.num_hidden)) != 1:
             # the zigzag memory flows through every layer, so every layer has the same width
-            raise ValueError(f"PredRNN layers share one width (the zigzag memory passes through all), got {self.num_hidden}")
+            raise ValueError(
+                f"PredRNN layers share one width (the zigzag memory passes through all), got {self.num_hidden}"
+            )
         if self.filter_size % 2 == 0:
             raise ValueError(f"filter_size must be odd, got {self.filter_size}")
         if self.stride != 1:
@@ -117,7 +119,9 @@ def decoupling_similarity(delta_c: Tensor, delta_m: Tensor, adapter: nn.Module) 
     return (dc * dm).sum(dim=2).abs().mean()  # cosine of unit vectors = their dot product
 
 
-@register_model("predrnn", PredRNNConfig, description="PredRNN: ST-LSTM with zigzag memory (NeurIPS 2017), 4 x 128, patch 4")
+@register_model(
+    "predrnn", PredRNNConfig, description="PredRNN: ST-LSTM with zigzag memory (NeurIPS 2017), 4 x 128, patch 4"
+)
 class PredRNN(Predictor):
     """PredRNN (see module docstring). ``decouple_beta > 0`` adds PredRNN-V2's decoupling loss."""
 
@@ -148,7 +152,9 @@ class PredRNN(Predictor):
 
         def step(x: Tensor, state):
             if state is None:
-                zeros = x.new_zeros(x.shape[0], self.config.num_hidden[0], *x.shape[-2:]).contiguous(memory_format=self.memory_format)
+                zeros = x.new_zeros(x.shape[0], self.config.num_hidden[0], *x.shape[-2:]).contiguous(
+                    memory_format=self.memory_format
+                )
                 state = ([zeros] * len(self.cell_list), [zeros] * len(self.cell_list), zeros)
             h, c, m = list(state[0]), list(state[1]), state[2]
             inp = x
@@ -165,7 +171,9 @@ class PredRNN(Predictor):
 
 
 @register_model(
-    "predrnn_v2", PredRNNConfig, defaults={"decouple_beta": 0.1},
+    "predrnn_v2",
+    PredRNNConfig,
+    defaults={"decouple_beta": 0.1},
     description="PredRNN-V2: + memory decoupling loss, reverse scheduled sampling (TPAMI 2022), 4 x 128, patch 4",
 )
 class PredRNNv2(PredRNN):
