@@ -30,6 +30,7 @@ PRESETS = {
         "convlstm": {"num_hidden": [64, 64], "filter_size": 3, "patch_size": 8},
         "predrnn": {"num_hidden": [48, 48], "filter_size": 3, "patch_size": 8},
         "predrnn_v2": {"num_hidden": [48, 48], "filter_size": 3, "patch_size": 8},
+        "maxvit": {},
     },
     # the papers' / official code's Moving MNIST configurations
     "official": {
@@ -37,6 +38,7 @@ PRESETS = {
         "convlstm": {},
         "predrnn": {},
         "predrnn_v2": {},
+        "maxvit": {},
     },
 }
 

@@ -15,6 +15,8 @@ def small(name: str) -> dict:
         "convlstm": {"num_hidden": (8, 8), "filter_size": 3},
         "convlstm_seq2seq": {"hidden": 8, "patch_size": 2},
         "predrnn": {"num_hidden": (8, 8), "filter_size": 3},
+        "maxvit": {"n_context": 4, "n_out": 2, "dim": 32, "depths": (1,), "window_size": 4, "grid_size": 4, "patch_size": 8},
+        "maxvit_rgb": {"n_context": 4, "n_out": 2, "dim": 32, "depths": (1,), "patch_size": 8},
         "predrnn_v2": {"num_hidden": (8, 8), "filter_size": 3},
     }.get(name, {})
 
@@ -23,9 +25,10 @@ def small(name: str) -> dict:
 def test_every_model_predicts_future_shapes(name):
     torch.manual_seed(0)
     model = framecast.create_model(name, **small(name))
-    context = torch.rand(2, 4, 1, 64, 64)
+    c = getattr(model.config, "channels", 1)
+    context = torch.rand(2, 4, c, 64, 64)
     out = framecast.forecast(model, context, 3)
-    assert out.shape == (2, 3, 1, 64, 64)
+    assert out.shape == (2, 3, c, 64, 64)
     assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
 
 
@@ -33,7 +36,7 @@ def test_every_model_predicts_future_shapes(name):
 def test_every_trainable_model_gets_gradients(name):
     torch.manual_seed(0)
     model = framecast.create_model(name, **small(name))
-    clip = torch.rand(2, 7, 1, 64, 64)
+    clip = torch.rand(2, 7, getattr(model.config, "channels", 1), 64, 64)
     mask = torch.ones(2, 5) if model.uses_mask else None
     out = model(clip[:, :4], 3, future=clip[:, 4:], mask=mask)
     assert out.frames.shape[1] in (3, 6)
@@ -118,3 +121,25 @@ def test_rollout_mask_feeds_true_frames():
     b = model(clip2[:, :3], 3, future=clip2[:, 3:], mask=ones).frames
     torch.testing.assert_close(a[:, :4], b[:, :4])
     assert not torch.allclose(a[:, 4], b[:, 4])
+
+
+def test_maxvit_window_that_does_not_fit_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"window_size 3 does not divide the 16x16 feature map .* sizes that fit: \[1, 2, 4, 8, 16\]"):
+        framecast.create_model("maxvit", window_size=3)
+    with pytest.raises(ValueError, match="grid_size 5"):
+        framecast.create_model("maxvit", grid_size=5)
+
+
+def test_maxvit_uses_timm_blocks_and_rolls_forward_in_chunks():
+    from timm.models.maxxvit import MaxxVitBlock
+
+    torch.manual_seed(0)
+    model = framecast.create_model("maxvit", **small("maxvit")).eval()
+    assert any(isinstance(m, MaxxVitBlock) for m in model.modules())
+    x = torch.rand(1, 4, 1, 64, 64)
+    five = framecast.forecast(model, x, 5)  # chunks of 2: 2 + 2 + 1
+    two = framecast.forecast(model, x, 2)
+    torch.testing.assert_close(five[:, :2], two)
+    # the second chunk is the model applied to the context shifted by its own first chunk
+    shifted = torch.cat([x, two], dim=1)[:, -4:]
+    torch.testing.assert_close(five[:, 2:4], framecast.forecast(model, shifted, 2))

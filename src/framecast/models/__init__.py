@@ -1,6 +1,6 @@
 """Model families. Adding one is one new file here and one import line below."""
 
-from framecast.models import baselines, convlstm, predrnn  # noqa: F401  (registers the models)
+from framecast.models import baselines, convlstm, maxvit, predrnn  # noqa: F401  (registers the models)
 from framecast.models.base import Prediction, Predictor
 
 __all__ = ["Prediction", "Predictor"]
