@@ -15,7 +15,15 @@ def small(name: str) -> dict:
         "convlstm": {"num_hidden": (8, 8), "filter_size": 3},
         "convlstm_seq2seq": {"hidden": 8, "patch_size": 2},
         "predrnn": {"num_hidden": (8, 8), "filter_size": 3},
-        "maxvit": {"n_context": 4, "n_out": 2, "dim": 32, "depths": (1,), "window_size": 4, "grid_size": 4, "patch_size": 8},
+        "maxvit": {
+            "n_context": 4,
+            "n_out": 2,
+            "dim": 32,
+            "depths": (1,),
+            "window_size": 4,
+            "grid_size": 4,
+            "patch_size": 8,
+        },
         "maxvit_rgb": {"n_context": 4, "n_out": 2, "dim": 32, "depths": (1,), "patch_size": 8},
         "predrnn_v2": {"num_hidden": (8, 8), "filter_size": 3},
     }.get(name, {})
@@ -124,7 +132,9 @@ def test_rollout_mask_feeds_true_frames():
 
 
 def test_maxvit_window_that_does_not_fit_is_one_clear_error():
-    with pytest.raises(ValueError, match=r"window_size 3 does not divide the 16x16 feature map .* sizes that fit: \[1, 2, 4, 8, 16\]"):
+    with pytest.raises(
+        ValueError, match=r"window_size 3 does not divide the 16x16 feature map .* sizes that fit: \[1, 2, 4, 8, 16\]"
+    ):
         framecast.create_model("maxvit", window_size=3)
     with pytest.raises(ValueError, match="grid_size 5"):
         framecast.create_model("maxvit", grid_size=5)

@@ -52,12 +52,20 @@ class MaxViTConfig:
         if self.dim % self.dim_head:
             raise ValueError(f"maxvit: dim {self.dim} is not a multiple of dim_head {self.dim_head}")
         if not self.depths or min(self.depths) < 1 or self.n_out < 1 or self.n_context < 1:
-            raise ValueError(f"maxvit: depths, n_out and n_context must be positive, got {self.depths}, {self.n_out}, {self.n_context}")
+            raise ValueError(
+                f"maxvit: depths, n_out and n_context must be positive, got {self.depths}, {self.n_out}, {self.n_context}"
+            )
 
 
-@register_model("maxvit", MaxViTConfig, description="MaxViT predictor (timm blocks), context stacked as channels, 64x64 grey")
-@register_model("maxvit_rgb", MaxViTConfig, defaults={"channels": 3, "n_out": 5},
-                description="MaxViT predictor for 64x64 RGB, 10 -> 5 per pass (the comparison seed's UCF101 form)")
+@register_model(
+    "maxvit", MaxViTConfig, description="MaxViT predictor (timm blocks), context stacked as channels, 64x64 grey"
+)
+@register_model(
+    "maxvit_rgb",
+    MaxViTConfig,
+    defaults={"channels": 3, "n_out": 5},
+    description="MaxViT predictor for 64x64 RGB, 10 -> 5 per pass (the comparison seed's UCF101 form)",
+)
 class MaxViT(Predictor):
     """MaxViT frame predictor (see module docstring)."""
 
@@ -71,10 +79,13 @@ class MaxViT(Predictor):
             raise ImportError("the maxvit model needs timm: pip install 'framecast[maxvit]'") from e
         c, p, d = config.channels, config.patch_size, config.dim
         self.stem = nn.Conv2d(config.n_context * c, d, p, stride=p)
-        tcfg = MaxxVitTransformerCfg(dim_head=config.dim_head, window_size=(config.window_size,) * 2,
-                                     grid_size=(config.grid_size,) * 2)
+        tcfg = MaxxVitTransformerCfg(
+            dim_head=config.dim_head, window_size=(config.window_size,) * 2, grid_size=(config.grid_size,) * 2
+        )
         ccfg = MaxxVitConvCfg()
-        self.blocks = nn.Sequential(*(MaxxVitBlock(d, d, conv_cfg=ccfg, transformer_cfg=tcfg) for _ in range(sum(config.depths))))
+        self.blocks = nn.Sequential(
+            *(MaxxVitBlock(d, d, conv_cfg=ccfg, transformer_cfg=tcfg) for _ in range(sum(config.depths)))
+        )
         self.head = nn.ConvTranspose2d(d, config.n_out * c, p, stride=p)
 
     def chunk(self, context: Tensor) -> Tensor:
