@@ -109,3 +109,11 @@ def test_export_safetensors_roundtrip(tiny_overrides, tmp_path, capsys):
     x = torch.rand(1, 4, 1, 64, 64)
     torch.testing.assert_close(framecast.forecast(a, x, 2), framecast.forecast(b, x, 2))
     assert export_safetensors  # the Python API is public too
+
+
+def test_a_fresh_run_in_the_same_folder_overwrites_best_and_last(tiny_overrides, tmp_path):
+    cfg = build_run_config(tiny_overrides)
+    fit(cfg)
+    stats = fit(cfg, resume=False)
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["best.ckpt", "last.ckpt"] and stats["steps"] == 2

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from framecast.config import to_dict
 from framecast.errors import FramecastError
 from framecast.io import atomic_write, atomic_write_text
 from framecast.registry import create_model
@@ -74,8 +75,6 @@ def load_checkpoint(path: str | Path) -> nn.Module:
 
 def save_model_checkpoint(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write a minimal framecast checkpoint (name, config, weights) atomically."""
-    from framecast.config import to_dict
-
     ckpt = {
         "framecast": {"format": 1, "model": model.model_name, "config": to_dict(model.config), **(extra or {})},
         "state_dict": {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()},
@@ -88,8 +87,6 @@ def export_safetensors(checkpoint: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save
 
     model = load_checkpoint(checkpoint)
-    from framecast.config import to_dict
-
     meta = {"model": model.model_name, "config": to_dict(model.config)}
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     out = Path(out)

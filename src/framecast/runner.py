@@ -112,12 +112,21 @@ def fit(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
     save_yaml(resolved, out / "config.yaml")
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val/mse", mode="min", save_last=False, save_top_k=1
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val/mse",
+        mode="min",
+        save_last=False,
+        save_top_k=1,
+        enable_version_counter=False,  # a --no-resume run overwrites best.ckpt, never best-v1.ckpt
     )
     last = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_train_steps=max(1, cfg.trainer.log_every_n_steps * 5)
+        dirpath=ckpt_dir,
+        filename="last",
+        save_top_k=1,
+        enable_version_counter=False,
+        every_n_train_steps=max(1, cfg.trainer.log_every_n_steps * 5),
     )
-    last.CHECKPOINT_NAME_LAST = "last"
     clock = TrainingClock()
     trainer = make_trainer(cfg, callbacks=[best, last, clock])
     ckpt_path = ckpt_dir / "last.ckpt"
