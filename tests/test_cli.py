@@ -4,6 +4,7 @@ import pickle
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from framecast.cli import main
@@ -27,15 +28,29 @@ def run(args, capsys):
         (["fit", "--model.name", "convlstm", "--model.patch_size", "5"], "patch_size 5 does not divide image_size 64"),
         (["compare", "--models", "convlstm,nope"], "unknown model 'nope'"),
         (["test", "--checkpoint", "no/such.ckpt"], "checkpoint not found"),
+        (["fit", "--train.lr", "-1"], "train.lr must be positive, got -1"),
+        (["fit", "--data.n_context", "0"], "data.n_context must be at least 1"),
+        (["fit", "--trainer.precision", "15"], "trainer.precision must be one of"),
+        (["fit", "--trainer.checkpoint_every_n_steps", "0"], "trainer.checkpoint_every_n_steps must be at least 1"),
+        (["fit", "--train.on_nonfinite", "ignore"], "train.on_nonfinite must be stop or skip"),
+        (["fit", "--model.name", "convlstm", "--model.num_hidden", "[8, 0]"], "num_hidden"),
+        (["fit", "--model.name", "maxvit", "--model.window_size", "3"], "sizes that fit: [1, 2, 4, 8, 16]"),
+        (
+            ["fit", "--data.n_context", "15", "--data.test_file", "seq.npy"],
+            "clips are 20 frames of 64x64, but the config asks for 25",
+        ),
     ],
 )
 def test_bad_input_is_one_line(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    if "seq.npy" in args:  # a test file shaped like mnist_test_seq.npy: 20 frames
+        np.save(tmp_path / "seq.npy", np.zeros((20, 2, 64, 64), np.uint8))
+    before = sorted(tmp_path.iterdir())
     code, out, err = run(args, capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("framecast: error: ")
     assert message in err
-    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert sorted(tmp_path.iterdir()) == before  # nothing written
 
 
 def test_not_a_checkpoint_and_pickle_payload(capsys, tmp_path):

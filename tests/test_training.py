@@ -116,4 +116,4 @@ def test_a_fresh_run_in_the_same_folder_overwrites_best_and_last(tiny_overrides,
     fit(cfg)
     stats = fit(cfg, resume=False)
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert names == ["best.ckpt", "last.ckpt"] and stats["steps"] == 2
+    assert names == ["best.ckpt", "last.ckpt", "last.prev.ckpt"] and stats["steps"] == 2

@@ -6,17 +6,19 @@ name and full config under the key ``"framecast"``, so the network can be rebuil
 alone.
 """
 
+import io
 import json
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from framecast.config import to_dict
 from framecast.errors import FramecastError
-from framecast.io import atomic_write, atomic_write_text
+from framecast.io import atomic_write, atomic_write_text, previous_path
 from framecast.registry import create_model
 
 
@@ -41,6 +43,45 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise FramecastError(f"{path}: not a framecast checkpoint (holds a {type(obj).__name__}, not a dict)")
     return obj
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made crash-proof: the checkpoint is serialised in memory,
+    written to a temporary file, fsynced and renamed over the old one, which stays beside it as
+    ``last.prev.ckpt`` for ``last.ckpt`` (the file runs resume from). A kill at any moment leaves a complete checkpoint; a full disk raises a
+    one-line error and leaves the last good one in place."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        keep = Path(path).name == "last.ckpt"
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()), keep_previous=keep)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+def resume_checkpoint(path: str | Path, warn=None) -> Path | None:
+    """The newest readable checkpoint among ``path`` and its previous copy, or None if neither
+    exists. A truncated or foreign file is named (through ``warn``) and passed over."""
+    path = Path(path)
+    for candidate in (path, previous_path(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            ckpt = read_checkpoint(candidate)
+            if "state_dict" not in ckpt or "loops" not in ckpt:
+                raise FramecastError(f"{candidate}: not a training checkpoint (no optimiser and loop state)")
+        except FramecastError as e:
+            if warn is not None:
+                warn(f"{e}; trying the previous checkpoint")
+            continue
+        return candidate
+    if path.is_file() or previous_path(path).is_file():
+        raise FramecastError(
+            f"no readable checkpoint to resume from in {path.parent}; run with --no-resume to start over"
+        )
+    return None
 
 
 def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:

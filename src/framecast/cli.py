@@ -65,13 +65,20 @@ def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
         print(f"{name:<{width}}  {n / 1e6:7.2f} M  {get_entry(name).description}")
 
 
+def _is_rank_zero() -> bool:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def cmd_fit(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast.config import build_run_config
     from framecast.runner import fit
 
     cfg = build_run_config(_values(rest))
     stats = fit(cfg, resume=not args.no_resume)
-    print(json.dumps({k: v for k, v in stats.items() if k != "loss_curve"}, indent=2))
+    if _is_rank_zero():
+        print(json.dumps({k: v for k, v in stats.items() if k != "loss_curve"}, indent=2))
 
 
 def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
@@ -95,6 +102,8 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast.compare import make_lpips
 
     res = test_model(model, cfg, lpips=make_lpips(args.lpips, lambda m: print(m, file=sys.stderr)))
+    if not _is_rank_zero():
+        return  # under DDP every rank holds the gathered results; rank 0 writes them
     out = Path(args.out or (Path(args.checkpoint).parent.parent / "test" if args.checkpoint else "runs/test"))
     atomic_write_text(out / "metrics.json", json.dumps({"model": model.model_name, **res}, indent=2))
     buf = io.StringIO()

@@ -84,6 +84,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # `--trainer.precision 32` reads as a number
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
@@ -168,6 +170,10 @@ class TrainConfig:
     # loss = MSE + l1_weight * L1 over every predicted frame (E3D-LSTM trains with L1 + L2);
     # the PredRNN family's official code uses MSE alone (0.0).
     l1_weight: float = 0.0
+    # + bce_weight * binary cross-entropy, the loss Srivastava et al. (2015) trained Moving MNIST
+    # with. Meant for models whose output ends in a sigmoid (maxvit): MSE's gradient through a
+    # sigmoid vanishes near 0, so an MSE-only model keeps a faint haze on the empty background.
+    bce_weight: float = 0.0
     # Score the loss on predictions clipped to [0, 1], the range the metrics score, so values
     # below 0 on empty background cost nothing (the fed-back frames stay unclipped).
     clip_loss: bool = False
@@ -188,11 +194,14 @@ class TrainConfig:
     r_exp_alpha: float = 2_500.0
     reverse_input: bool = False  # official PredRNN: second step on the time-reversed clip
     image_every_n_steps: int = 250
+    # A NaN or Inf loss: stop (name the step; the last good checkpoint stays) or skip the step.
+    on_nonfinite: str = "stop"
     seed: int = 0
 
     def __post_init__(self) -> None:
         require(self.lr > 0, f"train.lr must be positive, got {self.lr}")
         require(self.l1_weight >= 0, f"train.l1_weight must not be negative, got {self.l1_weight}")
+        require(self.bce_weight >= 0, f"train.bce_weight must not be negative, got {self.bce_weight}")
         require(
             self.lr_schedule in ("none", "onecycle"),
             f"train.lr_schedule must be none or onecycle, got {self.lr_schedule!r}",
@@ -200,6 +209,10 @@ class TrainConfig:
         require(
             self.sampling in ("none", "scheduled", "reverse"),
             f"train.sampling must be none, scheduled or reverse, got {self.sampling!r}",
+        )
+        require(
+            self.on_nonfinite in ("stop", "skip"),
+            f"train.on_nonfinite must be stop or skip, got {self.on_nonfinite!r}",
         )
         require(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive, got {self.grad_clip}")
         require(
@@ -224,6 +237,8 @@ class TrainerConfig:
     limit_val_batches: int | float = 1.0
     val_check_interval: int | float = 1.0
     log_every_n_steps: int = 20
+    # last.ckpt is rewritten every this many optimiser steps (default: 5 x log_every_n_steps)
+    checkpoint_every_n_steps: int | None = None
     enable_progress_bar: bool = True
     channels_last: bool = True
 
@@ -238,6 +253,14 @@ class TrainerConfig:
             f"trainer.max_epochs must be at least 1, got {self.max_epochs}",
         )
         require(self.max_time_minutes is None or self.max_time_minutes > 0, "trainer.max_time_minutes must be positive")
+        require(
+            self.log_every_n_steps >= 1, f"trainer.log_every_n_steps must be at least 1, got {self.log_every_n_steps}"
+        )
+        require(
+            self.checkpoint_every_n_steps is None or self.checkpoint_every_n_steps >= 1,
+            f"trainer.checkpoint_every_n_steps must be at least 1, got {self.checkpoint_every_n_steps}",
+        )
+        require(self.num_nodes >= 1, f"trainer.num_nodes must be at least 1, got {self.num_nodes}")
 
 
 @dataclass

@@ -4,6 +4,7 @@ Used by the CLI and by ``compare``: both go through these two functions.
 """
 
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from framecast.checkpoint import SafeCheckpointIO, resume_checkpoint
 from framecast.config import RunConfig, resolve_model_config, save_yaml, to_dict
 from framecast.data import FrameDataModule
 from framecast.errors import FramecastError
@@ -58,12 +60,28 @@ class TrainingClock(Callback):
         self.curve = [tuple(x) for x in state["curve"]]
 
 
+def _warn(msg: str) -> None:
+    print(f"framecast: warning: {msg}", file=sys.stderr)
+
+
 def make_task(cfg: RunConfig) -> FrameTask:
     model_cfg = resolve_model_config(cfg)
     task = FrameTask(cfg.model_name, model_cfg, cfg.data.n_context, cfg.data.n_future, to_dict(cfg.train))
     if cfg.trainer.channels_last:
         task.model.to(memory_format=torch.channels_last)
     return task
+
+
+def _strategy(name: str) -> Any:
+    """framecast's ``ddp``: Lightning's DDP strategy that tolerates parameters a step leaves
+    unused (plain ``ddp`` stops with an error on them) and does not sync buffers in every
+    forward pass, so ranks may score different numbers of test batches without waiting on each
+    other (clips are sharded without padding: every clip is scored exactly once)."""
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True, forward_sync_buffers=False)
+    return name
 
 
 def make_trainer(cfg: RunConfig, callbacks: list[Callback] | None = None, logger: bool = True) -> L.Trainer:
@@ -74,6 +92,10 @@ def make_trainer(cfg: RunConfig, callbacks: list[Callback] | None = None, logger
     )
     return L.Trainer(
         default_root_dir=out,
+        plugins=[SafeCheckpointIO()],
+        # The data module shards every split itself (FreshSampler / ShardSampler): the training
+        # stream stays resumable and a run on N processes reads a one-process run's clips.
+        use_distributed_sampler=False,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         max_time={"minutes": t.max_time_minutes} if t.max_time_minutes else None,
@@ -81,7 +103,7 @@ def make_trainer(cfg: RunConfig, callbacks: list[Callback] | None = None, logger
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=_strategy(t.strategy),
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         val_check_interval=t.val_check_interval,
@@ -109,7 +131,6 @@ def fit(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
     data.setup()  # fail on bad data before the run folder is touched
     resolved = to_dict(cfg)
     resolved["model"] = {"name": cfg.model_name, **task.hparams.model_config}
-    save_yaml(resolved, out / "config.yaml")
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -125,15 +146,17 @@ def fit(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
         filename="last",
         save_top_k=1,
         enable_version_counter=False,
-        every_n_train_steps=max(1, cfg.trainer.log_every_n_steps * 5),
+        every_n_train_steps=cfg.trainer.checkpoint_every_n_steps or cfg.trainer.log_every_n_steps * 5,
     )
     clock = TrainingClock()
     trainer = make_trainer(cfg, callbacks=[best, last, clock])
+    if trainer.is_global_zero:
+        save_yaml(resolved, out / "config.yaml")
     ckpt_path = ckpt_dir / "last.ckpt"
-    # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers only.
-    trainer.fit(
-        task, datamodule=data, ckpt_path=str(ckpt_path) if resume and ckpt_path.is_file() else None, weights_only=True
-    )
+    # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers
+    # only; a truncated last.ckpt falls back to the one before it (last.prev.ckpt).
+    start = resume_checkpoint(ckpt_path, warn=_warn) if resume else None
+    trainer.fit(task, datamodule=data, ckpt_path=str(start) if start else None, weights_only=True)
     trainer.save_checkpoint(ckpt_path, weights_only=False)
     stats = {
         "train_seconds": clock.seconds,
@@ -147,7 +170,8 @@ def fit(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
         "last_checkpoint": str(ckpt_path),
         "val_mse": float(best.best_model_score) if best.best_model_score is not None else None,
     }
-    atomic_write_text(out / "train_stats.json", json.dumps(stats, indent=2))
+    if trainer.is_global_zero:
+        atomic_write_text(out / "train_stats.json", json.dumps(stats, indent=2))
     return stats
 
 

@@ -71,6 +71,7 @@ class FrameTask(L.LightningModule):
         self.cfg: TrainConfig = build_dataclass(TrainConfig, train, prefix="train.")
         self.n_context, self.n_future = n_context, n_future
         self.automatic_optimization = False  # one place for the whole step policy, incl. reverse_input
+        self.skipped_steps = 0  # non-finite losses skipped (train.on_nonfinite: skip)
         self.test_metrics = FrameMetrics(n_future, lpips)
         self.val_metrics = FrameMetrics(n_future)
         self.test_results: dict[str, Tensor] | None = None
@@ -89,12 +90,16 @@ class FrameTask(L.LightningModule):
             )
         else:
             enc, dec = reverse_sampling_probs(itr, c.r_sampling_step_1, c.r_sampling_step_2, c.r_exp_alpha)
-        # Seeded by the step, so a resumed run draws the same masks as an uninterrupted one.
+        # Seeded by the step, so a resumed run draws the same masks as an uninterrupted one. Under
+        # DDP every rank draws the global batch's mask and keeps its clips' rows (rank r holds
+        # clips r, r + world, ... of the global batch), as a one-process run would draw it.
         gen = torch.Generator().manual_seed(c.seed * 1_000_003 + itr)
-        return sampling_mask(batch_size, self.n_context, self.n_future, enc, dec, gen, self.device)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        mask = sampling_mask(batch_size * world, self.n_context, self.n_future, enc, dec, gen, self.device)
+        return mask[rank::world]
 
     def loss(self, clip: Tensor, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Frame MSE (+ optional L1) over every frame the model predicts, plus the model's own terms."""
+        """Frame MSE (+ optional L1 and BCE) over every frame the model predicts, plus the model's own terms."""
         context, future = clip[:, : self.n_context], clip[:, self.n_context :]
         out = self.model(context, self.n_future, future=future, mask=mask)
         target = clip[:, -out.frames.shape[1] :]
@@ -104,7 +109,16 @@ class FrameTask(L.LightningModule):
         terms = {"mse": F.mse_loss(pred, target.float()), **out.losses}
         if self.cfg.l1_weight:
             terms["l1"] = self.cfg.l1_weight * F.l1_loss(pred, target.float())
+        if self.cfg.bce_weight:
+            terms["bce"] = self.cfg.bce_weight * binary_cross_entropy(pred, target.float())
         return sum(terms.values()), terms
+
+    def _nonfinite(self, loss: Tensor) -> bool:
+        """Whether the loss is NaN/Inf on any process (every rank must take the same branch)."""
+        bad = not bool(torch.isfinite(loss.detach()))
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        return bad
 
     @property
     def iteration(self) -> int:
@@ -125,11 +139,15 @@ class FrameTask(L.LightningModule):
         clips = [batch, batch.flip(1)] if self.cfg.reverse_input else [batch]
         for clip in clips:
             loss, terms = self.loss(clip, mask)
-            if not torch.isfinite(loss):
-                raise FramecastError(
-                    f"loss is {loss.item()} at step {self.global_step}; lower train.lr or set "
-                    f"train.grad_clip (the last good checkpoint is kept)"
-                )
+            if self._nonfinite(loss):
+                if self.cfg.on_nonfinite == "stop":
+                    raise FramecastError(
+                        f"loss is {loss.item()} at step {self.global_step}; lower train.lr, set "
+                        f"train.grad_clip or train.on_nonfinite: skip (the last good checkpoint is kept)"
+                    )
+                self.skipped_steps += 1
+                self.print(f"framecast: warning: non-finite loss at step {self.global_step}; step skipped")
+                continue
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if self.cfg.grad_clip:
@@ -240,3 +258,10 @@ def frame_grid(clip: Tensor, pred: Tensor, n_context: int) -> Tensor:
 
 def is_trainable(model_name: str) -> bool:
     return get_entry(model_name).trainable
+
+
+def binary_cross_entropy(pred: Tensor, target: Tensor, eps: float = 1e-6) -> Tensor:
+    """Mean per-pixel binary cross-entropy of predictions in [0, 1] (clamped to [eps, 1 - eps]);
+    written out rather than ``F.binary_cross_entropy``, which autocast refuses."""
+    p = pred.clamp(eps, 1 - eps)
+    return -(target * p.log() + (1 - target) * (1 - p).log()).mean()

@@ -13,23 +13,48 @@ DATASETS = ("moving_mnist",)
 
 
 class FreshSampler(Sampler[int]):
-    """Indices ``epoch * n .. epoch * n + n - 1``: a seeded, never-repeating training stream.
+    """The training stream: epoch ``e`` reads clips ``e * n .. e * n + n - 1`` (seeded, never
+    repeating), this process's share of them.
 
-    Lightning calls ``set_epoch`` at the start of every epoch, so a resumed run draws exactly
-    the clips the uninterrupted run would have drawn.
+    With ``world`` processes, rank ``r`` reads every ``world``-th clip from offset ``r``, so the
+    ranks' batches ``g`` together hold exactly the clips of batch ``g`` of a one-process run
+    with a ``world`` times larger batch. ``resume_at(epoch, batches)`` starts the next pass
+    after the batches an interrupted run already trained on: a resumed run reads the same
+    clips in the same order as an uninterrupted one.
     """
 
-    def __init__(self, n: int) -> None:
-        self.n, self.epoch = n, 0
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch_size, self.rank, self.world = n, batch_size, rank, world
+        self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if epoch != self.epoch:
+            self.epoch, self.skip = epoch, 0
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        self.epoch, self.skip = epoch, batches_done * self.batch_size
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.epoch * self.n, (self.epoch + 1) * self.n))
+        start, self.skip = self.skip, 0  # the skip applies to the one pass after a resume
+        base = self.epoch * self.n + self.rank
+        return iter(range(base + start * self.world, base + len(self) * self.world, self.world))
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world
+
+
+class ShardSampler(Sampler[int]):
+    """Validation / test clips split across processes without padding (rank ``r`` scores clips
+    ``r, r + world, ...``), so metric sums gathered from all ranks cover every clip once."""
+
+    def __init__(self, n: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.rank, self.world = n, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
 
 
 def build_datasets(cfg: DataConfig) -> dict[str, Dataset]:
@@ -57,24 +82,41 @@ def build_datasets(cfg: DataConfig) -> dict[str, Dataset]:
 
 
 class FrameDataModule(L.LightningDataModule):
-    """Serves the datasets of ``build_datasets`` in batches of ``cfg.batch_size``."""
+    """Serves the datasets of ``build_datasets`` in batches of ``cfg.batch_size`` per process.
+
+    Its state in a checkpoint is the training stream's position (epoch and batches done), so a
+    run resumed from any checkpoint continues the stream where it stopped.
+    """
 
     def __init__(self, cfg: DataConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.datasets: dict[str, Dataset] | None = None
+        self._resume: tuple[int, int] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets is None:
             self.datasets = build_datasets(self.cfg)
 
+    def _ranks(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         self.setup()
         ds = self.datasets[split]
+        rank, world = self._ranks()
+        if train:
+            sampler = FreshSampler(len(ds), self.cfg.batch_size, rank, world)
+            if self._resume is not None:
+                sampler.resume_at(*self._resume)
+                self._resume = None
+        else:
+            sampler = ShardSampler(len(ds), rank, world)
         return DataLoader(
             ds,
             batch_size=self.cfg.batch_size,
-            sampler=FreshSampler(len(ds)) if train else None,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
@@ -88,3 +130,18 @@ class FrameDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+    def state_dict(self) -> dict[str, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        # Batches of this epoch whose optimiser step is done ("processed"): a checkpoint saved
+        # in on_train_batch_end comes after the step but before Lightning marks it completed.
+        done, epoch = trainer.fit_loop.epoch_loop.batch_progress.current.processed, trainer.current_epoch
+        if done >= trainer.num_training_batches:  # the epoch is over: resume at the next one
+            epoch, done = epoch + 1, 0
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume = (int(state["epoch"]), int(state["batches_done"]))

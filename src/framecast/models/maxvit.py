@@ -37,8 +37,13 @@ class MaxViTConfig:
     window_size: int = 4
     grid_size: int = 4
     patch_size: int = 4
+    # sigmoid: the seed's head; linear: no squashing (the recurrent models' head), trained with
+    # train.clip_loss so that values outside [0, 1] cost nothing.
+    output: str = "sigmoid"
 
     def __post_init__(self) -> None:
+        if self.output not in ("sigmoid", "linear"):
+            raise ValueError(f"maxvit: output must be sigmoid or linear, got {self.output!r}")
         check_patch(self.image_size, self.patch_size, "maxvit")
         feat = self.image_size // self.patch_size
         fits = [d for d in range(1, feat + 1) if feat % d == 0]
@@ -89,9 +94,11 @@ class MaxViT(Predictor):
         self.head = nn.ConvTranspose2d(d, config.n_out * c, p, stride=p)
 
     def chunk(self, context: Tensor) -> Tensor:
-        """(B, n_context, C, H, W) -> (B, n_out, C, H, W) in [0, 1]."""
+        """(B, n_context, C, H, W) -> (B, n_out, C, H, W), in [0, 1] with the sigmoid head."""
         x = rearrange(context, "b t c h w -> b (t c) h w")
-        y = torch.sigmoid(self.head(self.blocks(self.stem(x))))
+        y = self.head(self.blocks(self.stem(x)))
+        if self.config.output == "sigmoid":
+            y = torch.sigmoid(y)
         return rearrange(y, "b (t c) h w -> b t c h w", c=self.config.channels)
 
     def predict(self, context: Tensor, n_future: int, future: Tensor | None, mask: Tensor | None) -> Prediction:

@@ -1,0 +1,80 @@
+"""Writes that cannot be half-done: a truncated last.ckpt falls back to the previous good one, a
+full disk stops the run with one clear line and leaves the last good checkpoint intact, and a
+non-finite loss can skip its step instead of stopping."""
+
+import errno
+import os
+
+import pytest
+import torch
+
+from framecast.checkpoint import read_checkpoint
+from framecast.config import build_run_config, merge
+from framecast.errors import FramecastError
+from framecast.runner import fit
+
+
+def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(tiny_overrides, tmp_path, capsys):
+    cfg = merge(tiny_overrides, {"trainer": {"checkpoint_every_n_steps": 1, "max_epochs": 2}})
+    fit(build_run_config(cfg))
+    ckpts = tmp_path / "run" / "checkpoints"
+    prev_step = read_checkpoint(ckpts / "last.prev.ckpt")["global_step"]
+    data = (ckpts / "last.ckpt").read_bytes()
+    (ckpts / "last.ckpt").write_bytes(data[: len(data) // 2])  # truncated by hand
+
+    stats = fit(build_run_config(merge(cfg, {"trainer": {"max_epochs": 3}})))
+    err = capsys.readouterr().err
+    assert "last.ckpt: not a readable PyTorch checkpoint" in err and "trying the previous checkpoint" in err
+    assert prev_step == 4 and stats["steps"] == 6  # resumed from the previous checkpoint's step 4
+    assert read_checkpoint(ckpts / "last.ckpt")["global_step"] == 6
+
+
+def test_no_readable_checkpoint_is_one_clear_error(tiny_overrides, tmp_path):
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "last.ckpt").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(FramecastError, match="no readable checkpoint to resume from .* --no-resume"):
+        fit(build_run_config(tiny_overrides))
+    assert (ckpts / "last.ckpt").read_bytes() == b"PK\x03\x04 not really"  # nothing overwritten
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_overrides, tmp_path, monkeypatch):
+    fit(build_run_config(tiny_overrides))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    good = {p.name: p.read_bytes() for p in last.parent.iterdir()}
+
+    real_fsync, calls = os.fsync, {"n": 0}
+
+    def full(fd):  # config.yaml still fits; every write after it fails as on a full disk
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(
+        FramecastError, match=r"disk full while writing .*checkpoints/(best|last)\.ckpt .* previous file was kept"
+    ):
+        fit(build_run_config(merge(tiny_overrides, {"trainer": {"max_epochs": 2}})))
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in last.parent.iterdir()} == good  # nothing lost, nothing half-written
+
+
+def test_a_nonfinite_loss_can_skip_the_step(tiny_overrides, monkeypatch, capsys):
+    from framecast import task as task_module
+
+    calls = {"n": 0}
+    real = task_module.FrameTask.loss
+
+    def sometimes_nan(self, clip, mask):
+        loss, terms = real(self, clip, mask)
+        calls["n"] += 1
+        return (loss * float("nan"), terms) if calls["n"] == 1 else (loss, terms)
+
+    monkeypatch.setattr(task_module.FrameTask, "loss", sometimes_nan)
+    cfg = merge(tiny_overrides, {"train": {"on_nonfinite": "skip"}, "trainer": {"max_epochs": 2}})
+    stats = fit(build_run_config(cfg))
+    assert "non-finite loss at step 0; step skipped" in capsys.readouterr().out
+    assert stats["steps"] == 3  # 4 batches, the first skipped
+    weights = read_checkpoint(stats["last_checkpoint"])["state_dict"]
+    assert all(torch.isfinite(v).all() for v in weights.values())
