@@ -7,12 +7,14 @@ Public API::
     model = framecast.create_model("predrnn", num_hidden=(64, 64))
     future = framecast.forecast(model, context, n_future=10)   # (B, T, C, H, W) -> (B, 10, C, H, W)
     model = framecast.load_checkpoint("runs/x/checkpoints/best.ckpt")
+    f = framecast.Forecaster(model); f.predict(frames); f.push(frame)   # arrays, streaming
 """
 
 from framecast import models  # noqa: F401  (fills the registry)
 from framecast.api import forecast
 from framecast.checkpoint import load_checkpoint
+from framecast.forecasting import Forecaster
 from framecast.registry import create_model, list_models
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "create_model", "forecast", "list_models", "load_checkpoint"]
+__all__ = ["Forecaster", "__version__", "create_model", "forecast", "list_models", "load_checkpoint"]

@@ -131,6 +131,30 @@ def cmd_compare(args: argparse.Namespace, rest: list[str]) -> None:
     print(f"report: {Path(cfg.out_dir) / 'report.md'}")
 
 
+def cmd_forecast(args: argparse.Namespace, rest: list[str]) -> None:
+    from framecast import load_checkpoint
+    from framecast.forecasting import forecast_video
+
+    if rest:
+        raise FramecastError(f"unexpected arguments: {' '.join(rest)}")
+    if not args.checkpoint:
+        raise FramecastError("framecast forecast needs --checkpoint CKPT (a model trained with framecast fit)")
+    model = load_checkpoint(args.checkpoint)
+    out = Path(args.out or Path(args.video).with_suffix("").name + "_forecast.gif")
+    res = forecast_video(
+        model, args.video, out, start=args.start, start_time=args.start_time, n_future=args.n_future, fps=args.fps
+    )
+    print(
+        f"{model.model_name}: frames {res['start']}..{res['start'] + res['n_context'] - 1} of {args.video} as "
+        f"context, {res['n_future']} predicted, {res['truth_frames']} with truth"
+    )
+    if res["scores"]:
+        print("frame  MSE (sum/frame)  SSIM")
+        for s in res["scores"]:
+            print(f"{s['frame']:5d}  {s['mse']:15.2f}  {s['ssim']:.4f}")
+    print(f"wrote {out}")
+
+
 def cmd_export(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast.checkpoint import export_safetensors
 
@@ -177,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", help="comma-separated model names (default: the config's)")
     s.add_argument("--out", help="report folder (same as --out_dir)")
     s.set_defaults(func=cmd_compare)
+    s = sub.add_parser("forecast", help="forecast the future of a video from a checkpoint; writes a GIF or MP4")
+    s.add_argument("video", help="a video file or a folder of frame images")
+    s.add_argument("--checkpoint", help="a framecast checkpoint")
+    s.add_argument("--start", type=int, default=0, help="first context frame (index)")
+    s.add_argument("--start-time", type=float, help="first context frame (seconds; instead of --start)")
+    s.add_argument("--n-future", type=int, help="frames to predict (default: the model's)")
+    s.add_argument("--fps", type=float, help="frame rate of the output (default: the video's)")
+    s.add_argument("--out", help="output .gif or .mp4 (default: <video>_forecast.gif)")
+    s.set_defaults(func=cmd_forecast)
     s = sub.add_parser("export", help="export a checkpoint's weights as safetensors")
     s.add_argument("checkpoint")
     s.add_argument("--out", required=True)
@@ -191,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line; an error re-raised from a DataLoader worker keeps only
+    the original error's last line."""
+    text = str(e)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
+    return " ".join(text.split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -199,8 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     except (FramecastError, ValueError, FileNotFoundError) as e:
         if os.environ.get("FRAMECAST_DEBUG"):
             raise
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"framecast: error: {msg}", file=sys.stderr)
+        print(f"framecast: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if "DataLoader worker" not in str(e) or os.environ.get("FRAMECAST_DEBUG"):
+            raise
+        print(
+            f"framecast: error: {_one_line(e)}; run the same command again to resume from the last checkpoint "
+            f"(data.num_workers: 0 loads data in the main process)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("framecast: interrupted; run the same command again to resume", file=sys.stderr)

@@ -144,7 +144,7 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
     test_clips = torch.stack(
         [data["test"][i] for i in range(min(len(data["test"]), max(cfg.n_examples, cfg.speed_batch)))]
     )
-    nc, nf = cfg.data.n_context, cfg.data.n_future
+    nc, nf = cfg.data.n_context, cfg.data.test_length - cfg.data.n_context  # the test horizon
     scorer = make_lpips(cfg.lpips, log)
     results: dict[str, dict[str, Any]] = {}
     examples: dict[str, torch.Tensor] = {}
@@ -319,7 +319,7 @@ def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) ->
     lines = [
         "# framecast comparison report",
         "",
-        f"Data: {d.name}, {d.image_size}x{d.image_size}, {d.n_context} context -> {d.n_future} future frames, "
+        f"Data: {d.name}, {d.image_size}x{d.image_size}, {d.n_context} context -> {d.test_length - d.n_context} future frames, "
         f"{next(iter(results.values()))['test']['n_clips']} test clips (seed {d.seed}). Budget: {budget}, "
         f"batch {d.batch_size}, precision {t.precision}. Every model is scored by the same code on the same clips.",
         "",

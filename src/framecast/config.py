@@ -145,17 +145,48 @@ class DataConfig:
     num_digits: int = 2
     step_length: float = 0.1
     train_size: int = 10_000  # fresh sequences per epoch; every epoch draws new ones
-    val_size: int = 256
-    test_size: int = 1_000
+    val_size: int = 256  # validation clips (video datasets: at most this many, evenly spaced)
+    test_size: int | None = None  # test clips: Moving MNIST 1,000; video datasets all (a number caps them; 0: all)
     mnist_path: str | None = None  # folder with the MNIST idx files (plain or .gz)
     test_file: str | None = None  # the standard mnist_test_seq.npy
+    # Real video (kth | ucf101 | video_folder; src/framecast/data/real.py)
+    root: str | None = None  # the dataset folder
+    cache_dir: str | None = None  # decoded-frame cache (default ~/.cache/framecast/frames, $FRAMECAST_CACHE)
+    crop: str = "center"  # center: crop to a square, then resize | none: stretch
+    stride: int | None = None  # frames between clip starts (default: KTH per action, else the clip length)
+    classes: list[str] | None = None  # a subset of KTH actions / UCF101 classes
+    protocol: str = "official"  # ucf101: official (split lists) | study (the comparison seed's 5 classes)
+    split: int = 1  # ucf101 official split list 1, 2 or 3
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # video_folder without train/val/test
+    test_n_future: int | None = None  # a longer test horizon (KTH protocol: train 10 -> 10, test 10 -> 20)
 
     def __post_init__(self) -> None:
         for key in ("n_context", "n_future", "image_size", "channels", "batch_size", "num_digits"):
             require(getattr(self, key) >= 1, f"data.{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("train_size", "val_size", "test_size", "num_workers"):
+        for key in ("train_size", "val_size", "num_workers"):
             require(getattr(self, key) >= 0, f"data.{key} must not be negative, got {getattr(self, key)}")
+        require(self.test_size is None or self.test_size >= 0, f"data.test_size must not be negative, got {self.test_size}")
+        for key in ("stride", "test_n_future"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, f"data.{key} must be at least 1, got {value}")
         require(self.channels in (1, 3), f"data.channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        require(self.crop in ("center", "none"), f"data.crop must be center or none, got {self.crop!r}")
+        require(
+            self.protocol in ("official", "study"), f"data.protocol must be official or study, got {self.protocol!r}"
+        )
+        require(self.split in (1, 2, 3), f"data.split must be 1, 2 or 3 (UCF101 split lists), got {self.split}")
+        require(
+            len(self.split_fractions) == 3 and min(self.split_fractions) >= 0 and self.split_fractions[0] > 0,
+            f"data.split_fractions must be three non-negative fractions with train > 0, got {self.split_fractions}",
+        )
+        require(
+            self.name == "moving_mnist" or self.root is not None,
+            f"data.root is missing: the folder that holds the {self.name} videos",
+        )
+
+    @property
+    def test_length(self) -> int:
+        return self.n_context + (self.test_n_future or self.n_future)
 
     @property
     def total_length(self) -> int:

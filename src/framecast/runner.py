@@ -180,9 +180,14 @@ def test_model(model: torch.nn.Module, cfg: RunConfig, lpips=None) -> dict[str, 
 
     ``lpips``: an optional ``framecast.lpips_metric.LPIPS`` scorer adding the ``lpips`` metric.
     """
-    task = FrameTask(
-        model.model_name, to_dict(model.config), cfg.data.n_context, cfg.data.n_future, to_dict(cfg.train), lpips
-    )
+    channels = getattr(model.config, "channels", None)
+    if channels is not None and channels != cfg.data.channels:
+        raise FramecastError(
+            f"the model reads {channels}-channel frames but data.channels is {cfg.data.channels}; "
+            f"set --data.channels {channels}"
+        )
+    horizon = cfg.data.test_length - cfg.data.n_context
+    task = FrameTask(model.model_name, to_dict(model.config), cfg.data.n_context, horizon, to_dict(cfg.train), lpips)
     task.model.load_state_dict(model.state_dict())
     if cfg.trainer.channels_last:
         task.model.to(memory_format=torch.channels_last)

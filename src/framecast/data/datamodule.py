@@ -3,18 +3,20 @@
 from collections.abc import Iterator
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from framecast.config import DataConfig
 from framecast.data.moving_mnist import FixedClips, MovingMNIST, fixed_test_set, load_test_file, mnist_digits
 from framecast.errors import ConfigError, unknown_choice
 
-DATASETS = ("moving_mnist",)
+DATASETS = ("moving_mnist", "kth", "ucf101", "video_folder")
 
 
 class FreshSampler(Sampler[int]):
-    """The training stream: epoch ``e`` reads clips ``e * n .. e * n + n - 1`` (seeded, never
-    repeating), this process's share of them.
+    """The training stream: epoch ``e`` reads clips ``e * n .. e * n + n - 1`` of a generated
+    dataset (``fresh``: seeded, never repeating) or a seeded permutation of a finite one
+    (video clips), this process's share of them.
 
     With ``world`` processes, rank ``r`` reads every ``world``-th clip from offset ``r``, so the
     ranks' batches ``g`` together hold exactly the clips of batch ``g`` of a one-process run
@@ -23,8 +25,9 @@ class FreshSampler(Sampler[int]):
     clips in the same order as an uninterrupted one.
     """
 
-    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1, fresh: bool = True, seed: int = 0):
         self.n, self.batch_size, self.rank, self.world = n, batch_size, rank, world
+        self.fresh, self.seed = fresh, seed
         self.epoch, self.skip = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -36,8 +39,12 @@ class FreshSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         start, self.skip = self.skip, 0  # the skip applies to the one pass after a resume
-        base = self.epoch * self.n + self.rank
-        return iter(range(base + start * self.world, base + len(self) * self.world, self.world))
+        positions = range(self.rank + start * self.world, len(self) * self.world, self.world)
+        if self.fresh:
+            return iter(self.epoch * self.n + j for j in positions)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=gen).tolist()
+        return iter(order[j] for j in positions)
 
     def __len__(self) -> int:
         return self.n // self.world
@@ -61,6 +68,10 @@ def build_datasets(cfg: DataConfig) -> dict[str, Dataset]:
     """The train, val and test datasets that ``cfg`` describes."""
     if cfg.name not in DATASETS:
         raise ConfigError(unknown_choice("dataset", cfg.name, DATASETS))
+    if cfg.name != "moving_mnist":
+        from framecast.data.real import BUILDERS
+
+        return BUILDERS[cfg.name](cfg)
     if cfg.channels != 1:
         raise ConfigError("data.channels must be 1 for moving_mnist (grey digits)")
     gen = dict(
@@ -69,10 +80,10 @@ def build_datasets(cfg: DataConfig) -> dict[str, Dataset]:
     train_digits = mnist_digits(cfg.mnist_path, "train")
     test_digits = mnist_digits(cfg.mnist_path, "test")
     if cfg.test_file:
-        test = load_test_file(cfg.test_file, cfg.total_length, cfg.image_size)
+        test = load_test_file(cfg.test_file, cfg.test_length, cfg.image_size)
         test = test[: cfg.test_size] if cfg.test_size else test
     else:
-        test = fixed_test_set(test_digits, cfg.seed, cfg.test_size, **gen)
+        test = fixed_test_set(test_digits, cfg.seed, cfg.test_size or 1_000, **{**gen, "length": cfg.test_length})
     return {
         "train": MovingMNIST(train_digits, seed=cfg.seed, size=cfg.train_size, **gen),
         # Validation: held-out seeds of training digits; the test digits stay unseen until test.
@@ -107,7 +118,8 @@ class FrameDataModule(L.LightningDataModule):
         ds = self.datasets[split]
         rank, world = self._ranks()
         if train:
-            sampler = FreshSampler(len(ds), self.cfg.batch_size, rank, world)
+            fresh = getattr(ds, "fresh_stream", False)
+            sampler = FreshSampler(len(ds), self.cfg.batch_size, rank, world, fresh=fresh, seed=self.cfg.seed)
             if self._resume is not None:
                 sampler.resume_at(*self._resume)
                 self._resume = None

@@ -132,6 +132,8 @@ class MovingMNIST(Dataset):
     hands out new indices every epoch: the training stream never repeats.
     """
 
+    fresh_stream = True  # any index is a valid clip; FreshSampler never repeats one
+
     def __init__(
         self,
         digits: np.ndarray,

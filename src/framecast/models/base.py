@@ -5,6 +5,7 @@ them the true future frames and a teacher-forcing mask as plain arguments.
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -97,6 +98,13 @@ class Predictor(nn.Module):
 
     # Models whose parameters depend on the frame size (layer norm, attention) set this.
     fixed_size: bool = False
+    # Frame-by-frame recurrent models set this and implement ``frame_step``.
+    streams: bool = False
+
+    def frame_step(self, frame: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Read one (B, C, H, W) frame; return the prediction of the next frame and the new
+        state (``state`` starts as None). Streaming forecasts use it to keep the recurrent state."""
+        raise NotImplementedError(f"{type(self).__name__} predicts from a window of frames, not frame by frame")
 
     @property
     def memory_format(self) -> torch.memory_format:

@@ -130,3 +130,11 @@ class ConvLSTM(Predictor):
         fut = None if future is None else patchify(future, p)
         frames = feedback_rollout(self.step, ctx, n_future, fut, mask, memory_format=self.memory_format)
         return Prediction(unpatchify(frames, p))
+
+    streams = True
+
+    def frame_step(self, frame: Tensor, state: list | None) -> tuple[Tensor, list]:
+        p = self.config.patch_size
+        x = patchify(frame[:, None], p)[:, 0].contiguous(memory_format=self.memory_format)
+        y, state = self.step(x, list(state) if state else None)
+        return unpatchify(y[:, None], p)[:, 0], state

@@ -143,31 +143,43 @@ class PredRNN(Predictor):
     has_adapter = False
     fixed_size = property(lambda self: self.config.layer_norm)  # layer norm weights fix (H, W)
 
+    def step(self, x: Tensor, state, decouple: list[Tensor] | None = None):
+        """One step of the stack on a patchified frame; ``state`` = (h per layer, c per layer, m)."""
+        if state is None:
+            zeros = x.new_zeros(x.shape[0], self.config.num_hidden[0], *x.shape[-2:]).contiguous(
+                memory_format=self.memory_format
+            )
+            state = ([zeros] * len(self.cell_list), [zeros] * len(self.cell_list), zeros)
+        h, c, m = list(state[0]), list(state[1]), state[2]
+        inp = x
+        for i, cell in enumerate(self.cell_list):
+            h[i], c[i], m, delta_c, delta_m = cell(inp, h[i], c[i], m)
+            if decouple is not None:
+                decouple.append(decoupling_similarity(delta_c, delta_m, self.adapter))
+            inp = h[i]
+        return self.conv_last(h[-1]), (h, c, m)
+
     def predict(self, context: Tensor, n_future: int, future: Tensor | None, mask: Tensor | None) -> Prediction:
         p = self.config.patch_size
         ctx = patchify(context, p)  # (B, Tc, p*p*C, H/p, W/p)
         fut = None if future is None else patchify(future, p)
-        decouple: list[Tensor] = []
         want_decouple = self.has_adapter and self.training and self.config.decouple_beta > 0
+        decouple: list[Tensor] | None = [] if want_decouple else None
 
         def step(x: Tensor, state):
-            if state is None:
-                zeros = x.new_zeros(x.shape[0], self.config.num_hidden[0], *x.shape[-2:]).contiguous(
-                    memory_format=self.memory_format
-                )
-                state = ([zeros] * len(self.cell_list), [zeros] * len(self.cell_list), zeros)
-            h, c, m = list(state[0]), list(state[1]), state[2]
-            inp = x
-            for i, cell in enumerate(self.cell_list):
-                h[i], c[i], m, delta_c, delta_m = cell(inp, h[i], c[i], m)
-                if want_decouple:
-                    decouple.append(decoupling_similarity(delta_c, delta_m, self.adapter))
-                inp = h[i]
-            return self.conv_last(h[-1]), (h, c, m)
+            return self.step(x, state, decouple)
 
         frames = feedback_rollout(step, ctx, n_future, fut, mask, memory_format=self.memory_format)
         losses = {"decouple": self.config.decouple_beta * torch.stack(decouple).mean()} if decouple else {}
         return Prediction(unpatchify(frames, p), losses)
+
+    streams = True
+
+    def frame_step(self, frame: Tensor, state):
+        p = self.config.patch_size
+        x = patchify(frame[:, None], p)[:, 0].contiguous(memory_format=self.memory_format)
+        y, state = self.step(x, state)
+        return unpatchify(y[:, None], p)[:, 0], state
 
 
 @register_model(
