@@ -204,3 +204,33 @@ def test_a_cache_file_that_vanishes_is_named_also_through_a_worker(tmp_path):
         next(iter(loader))
     line = _one_line(info.value)
     assert line.startswith(str(ds.files[ds.index[0][0]])) and "vanished" in line and "\n" not in line
+
+
+def test_fit_test_and_forecast_on_a_folder_of_rgb_videos(tmp_path):
+    from framecast.checkpoint import read_checkpoint
+    from framecast.cli import main
+
+    root = tmp_path / "videos"
+    for i in range(5):
+        write_video(root / f"clip{i}.mp4", 30, value=40 * i, size=(64, 48))
+    common = [
+        "--data.name", "video_folder", "--data.root", str(root), "--data.channels", "3", "--data.image_size", "32",
+        "--data.n_context", "4", "--data.n_future", "2", "--data.batch_size", "2", "--data.stride", "3",
+        "--data.cache_dir", str(tmp_path / "cache"), "--data.split_fractions", "[0.6, 0.2, 0.2]",
+    ]  # fmt: skip
+    fit_args = ["--model.name", "predrnn", "--model.num_hidden", "[8]", "--model.patch_size", "4"]
+    fit_args += [
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--out_dir",
+        str(tmp_path / "run"),
+    ]
+    assert main(["fit", *common, *fit_args]) == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    # 3 training videos x 9 clips (30 frames, 6 per clip, stride 3) in batches of 2, two epochs
+    assert read_checkpoint(ckpt)["global_step"] == 2 * (27 // 2)
+    assert main(["test", "--checkpoint", str(ckpt), *common, "--out", str(tmp_path / "test")]) == 0
+    assert main(["test", "--checkpoint", str(ckpt), *common, "--data.channels", "1"]) == 2  # channel mismatch
+    assert main(["forecast", str(root / "clip4.mp4"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "f.gif")]) == 0

@@ -165,7 +165,9 @@ class DataConfig:
             require(getattr(self, key) >= 1, f"data.{key} must be at least 1, got {getattr(self, key)}")
         for key in ("train_size", "val_size", "num_workers"):
             require(getattr(self, key) >= 0, f"data.{key} must not be negative, got {getattr(self, key)}")
-        require(self.test_size is None or self.test_size >= 0, f"data.test_size must not be negative, got {self.test_size}")
+        require(
+            self.test_size is None or self.test_size >= 0, f"data.test_size must not be negative, got {self.test_size}"
+        )
         for key in ("stride", "test_n_future"):
             value = getattr(self, key)
             require(value is None or value >= 1, f"data.{key} must be at least 1, got {value}")

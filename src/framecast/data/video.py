@@ -263,7 +263,7 @@ class VideoClips(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         v, s = self.index[i]
-        clip = np.ascontiguousarray(self._array(v)[s : s + self.length])
+        clip = np.array(self._array(v)[s : s + self.length])  # a copy: memory maps are read-only
         return torch.from_numpy(clip).float().div_(255)
 
     def __getstate__(self) -> dict:  # never pickle open memory maps into workers
