@@ -57,12 +57,35 @@ def conv_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
     return flops * n / (time.perf_counter() - t0)
 
 
-def measure(name: str, overrides: dict, batch: int, steps: int, precision: str, n_context: int, n_future: int) -> dict:
+def unfuse_convlstm_gates() -> None:
+    """Run ConvLSTM cells the way reference code does: conv_x(x) + conv_h(h), two convolutions
+    (the same weights, split along the input channels), instead of one over [x, h]."""
+    from framecast.layers import convlstm_cell
+
+    def forward(self, x, state):
+        h, c = self.init_state(x) if state is None else state
+        w = self.conv.weight
+        gates = F.conv2d(x, w[:, : x.shape[1]], self.conv.bias, padding=self.conv.padding)
+        gates = gates + F.conv2d(h, w[:, x.shape[1] :], padding=self.conv.padding)
+        i, f, o, g = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f + self.forget_bias) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+    convlstm_cell.ConvLSTMCell.forward = forward
+
+
+def measure(
+    name: str, overrides: dict, batch: int, steps: int, precision: str, n_context: int, n_future: int, style: str
+) -> dict:
     import framecast
 
     torch.manual_seed(0)
+    if style == "reference":  # fp32, contiguous tensors, unfused gates
+        unfuse_convlstm_gates()
+        precision = "fp32"
     model = framecast.create_model(name, **overrides)
-    model.to(memory_format=torch.channels_last)
+    if style != "reference":
+        model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     clip = torch.rand(batch, n_context + n_future, 1, 64, 64)
     ctx, fut = clip[:, :n_context], clip[:, n_context:]
@@ -82,7 +105,14 @@ def measure(name: str, overrides: dict, batch: int, steps: int, precision: str, 
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             model(ctx, n_future)
 
-    res = {"model": name, "overrides": overrides, "params": params, "batch": batch, "precision": precision}
+    res = {
+        "model": name,
+        "style": style,
+        "overrides": overrides,
+        "params": params,
+        "batch": batch,
+        "precision": precision,
+    }
 
     def rate(fn, kind: str) -> None:
         """Count FLOPs of one call (which also warms up), then time ``steps`` calls."""
@@ -102,6 +132,13 @@ def measure(name: str, overrides: dict, batch: int, steps: int, precision: str, 
     res["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     res["train_step_extra_gib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 2**20
     rate(infer, "infer")
+    one = ctx[:1]  # forecasting one clip at batch 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        model(one, n_future)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            model(one, n_future)
+    res["forecast_one_clip_s"] = (time.perf_counter() - t0) / 5
     return res
 
 
@@ -115,13 +152,27 @@ def main() -> None:
     p.add_argument("--n-context", type=int, default=10)
     p.add_argument("--n-future", type=int, default=10)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument(
+        "--set", default="{}", help="JSON model overrides for every model, e.g. '{\"checkpoint_cells\": true}'"
+    )
+    p.add_argument(
+        "--no-reference", action="store_true", help="skip the reference-style runs (fp32, contiguous, unfused)"
+    )
     p.add_argument("--one", help=argparse.SUPPRESS)  # child process: one model, JSON on stdout
     p.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
+    p.add_argument("--style", default="framecast", help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.one:
         res = measure(
-            args.one, json.loads(args.overrides), args.batch, args.steps, args.precision, args.n_context, args.n_future
+            args.one,
+            json.loads(args.overrides),
+            args.batch,
+            args.steps,
+            args.precision,
+            args.n_context,
+            args.n_future,
+            args.style,
         )
         print(json.dumps(res))
         return
@@ -129,55 +180,58 @@ def main() -> None:
     models = PRESETS[args.preset]
     if args.models:
         models = {m: models.get(m, {}) for m in args.models.split(",")}
+    models = {m: {**over, **json.loads(args.set)} for m, over in models.items()}
     peaks = {"fp32": conv_peak(torch.float32), "bf16": conv_peak(torch.bfloat16)}
     print(
         f"conv peak (5x5, 128->512, 16x16, batch 16, channels-last): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
         f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; torch threads {torch.get_num_threads()}"
     )
     rows = []
+    styles = ["framecast"] + ([] if args.no_reference else ["reference"])
     for name, over in models.items():
-        cmd = [
-            sys.executable,
-            __file__,
-            "--one",
-            name,
-            "--overrides",
-            json.dumps(over),
-            "--batch",
-            str(args.batch),
-            "--steps",
-            str(args.steps),
-            "--precision",
-            args.precision,
-            "--n-context",
-            str(args.n_context),
-            "--n-future",
-            str(args.n_future),
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode:
-            print(f"{name}: failed\n{out.stderr[-2000:]}")
-            continue
-        res = json.loads(out.stdout.strip().splitlines()[-1])
-        peak = peaks[args.precision]
-        res["train_share_of_conv_peak"] = res.get("train_flop_per_s", 0) / peak
-        res["infer_share_of_conv_peak"] = res["infer_flop_per_s"] / peak
-        rows.append(res)
+        for style in styles:
+            cmd = [sys.executable, __file__, "--one", name, "--overrides", json.dumps(over), "--style", style]
+            cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--precision", args.precision]
+            cmd += ["--n-context", str(args.n_context), "--n-future", str(args.n_future)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                print(f"{name} ({style}): failed\n{out.stderr[-2000:]}")
+                continue
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            for kind in ("train", "infer"):
+                for dt in ("fp32", "bf16"):
+                    res[f"{kind}_share_of_{dt}_peak"] = res.get(f"{kind}_flop_per_s", 0) / peaks[dt]
+            rows.append(res)
+    ref = {r["model"]: r for r in rows if r["style"] == "reference"}
+    for r in rows:
+        base = ref.get(r["model"])
+        if base is not None and r["style"] == "framecast":
+            r["train_speedup_vs_reference"] = r.get("train_samples_per_s", 0) / max(
+                1e-12, base.get("train_samples_per_s", 0)
+            )
+            r["infer_speedup_vs_reference"] = r["infer_samples_per_s"] / base["infer_samples_per_s"]
 
-    head = f"{'model':<18}{'params':>10}{'GFLOP/smp':>12}{'train s/s':>11}{'infer s/s':>11}{'train %pk':>11}{'infer %pk':>11}{'peak GiB':>10}"
     print(
         f"\nbatch {args.batch}, {args.n_context} -> {args.n_future}, precision {args.precision}, preset {args.preset}"
     )
+    head = (
+        f"{'model':<18}{'style':<11}{'params':>8}{'GFLOP/smp':>10}{'train s/s':>10}{'infer s/s':>10}"
+        f"{'x ref':>7}{'%fp32pk':>8}{'%bf16pk':>8}{'peak GiB':>9}{'1 clip s':>9}"
+    )
     print(head)
     for r in rows:
+        speed = f"{r['train_speedup_vs_reference']:.2f}" if "train_speedup_vs_reference" in r else "-"
         print(
-            f"{r['model']:<18}{r['params'] / 1e6:>9.2f}M{r.get('train_flops_per_sample', 0) / 1e9:>12.1f}"
-            f"{r.get('train_samples_per_s', 0):>11.2f}{r['infer_samples_per_s']:>11.2f}"
-            f"{100 * r['train_share_of_conv_peak']:>10.0f}%{100 * r['infer_share_of_conv_peak']:>10.0f}%{r['peak_rss_gib']:>10.2f}"
+            f"{r['model']:<18}{r['style']:<11}{r['params'] / 1e6:>7.2f}M{r.get('train_flops_per_sample', 0) / 1e9:>10.1f}"
+            f"{r.get('train_samples_per_s', 0):>10.2f}{r['infer_samples_per_s']:>10.2f}{speed:>7}"
+            f"{100 * r['train_share_of_fp32_peak']:>7.0f}%{100 * r['train_share_of_bf16_peak']:>7.0f}%"
+            f"{r['peak_rss_gib']:>9.2f}{r['forecast_one_clip_s']:>9.3f}"
         )
     print(
-        "GFLOP/smp = training FLOPs per sample (forward + backward); s/s = samples per second; "
-        "%pk = effective FLOP/s as a share of the conv peak; peak GiB = peak resident memory of the process"
+        "GFLOP/smp = training FLOPs per sample (forward + backward); s/s = samples per second; x ref = training "
+        "speed over the reference-style run (fp32, contiguous, unfused gates) of the same model in this run; "
+        "%fp32pk / %bf16pk = training FLOP/s as a share of the measured conv peaks; peak GiB = peak resident "
+        "memory of the process; 1 clip s = forecasting one clip at batch 1"
     )
     if args.json:
         with open(args.json, "w") as f:

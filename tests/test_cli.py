@@ -29,6 +29,10 @@ def run(args, capsys):
         (["compare", "--models", "convlstm,nope"], "unknown model 'nope'"),
         (["test", "--checkpoint", "no/such.ckpt"], "checkpoint not found"),
         (["fit", "--train.lr", "-1"], "train.lr must be positive, got -1"),
+        (
+            ["fit", "--resume", "--out_dir", "runs/none"],
+            "--resume: no checkpoint to resume from in runs/none/checkpoints",
+        ),
         (["fit", "--data.n_context", "0"], "data.n_context must be at least 1"),
         (["fit", "--trainer.precision", "15"], "trainer.precision must be one of"),
         (["fit", "--trainer.checkpoint_every_n_steps", "0"], "trainer.checkpoint_every_n_steps must be at least 1"),

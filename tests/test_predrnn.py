@@ -131,3 +131,20 @@ def test_official_sizes_and_defaults():
     assert sum(p.numel() for p in v2.parameters()) - sum(p.numel() for p in v1.parameters()) == 128 * 128
     with pytest.raises(ValueError, match="share one width"):
         framecast.create_model("predrnn", num_hidden=(64, 32))
+
+
+def test_checkpointed_cells_give_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    kw = dict(num_hidden=(8, 8), filter_size=3, image_size=16, patch_size=4)
+    plain = framecast.create_model("predrnn_v2", **kw).train()
+    lean = framecast.create_model("predrnn_v2", **kw, checkpoint_cells=True).train()
+    lean.load_state_dict(plain.state_dict())
+    clip = torch.rand(2, 6, 1, 16, 16)
+    grads = []
+    for model in (plain, lean):
+        out = model(clip[:, :3], 3, future=clip[:, 3:], mask=torch.ones(2, 4))
+        loss = torch.nn.functional.mse_loss(out.frames, clip[:, 1:]) + out.losses["decouple"]
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)

@@ -68,7 +68,7 @@ def test_killed_ten_times_ends_with_the_uninterrupted_weights(tmp_path):
     # every step, so some kills land inside a checkpoint write).
     run, rng = tmp_path / "killed", random.Random(0)
     last = run / "checkpoints" / "last.ckpt"
-    for target in sorted(rng.sample(range(5, 115), KILLS)):
+    for target in sorted(rng.sample(range(5, 100), KILLS)):
         proc = _fit(cfg, run, log)
         while proc.poll() is None and _step(last) < target:
             time.sleep(0.02)

@@ -64,3 +64,11 @@ def test_reverse_input_takes_a_second_optimiser_step(tmp_path):
 def test_a_nan_loss_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(FramecastError, match=r"loss is nan at step 1;"):
         _fit_steps(tmp_path, False, lr=float("inf"))
+
+
+def test_clips_outside_0_1_are_caught_at_the_boundary():
+    t = task()
+    with pytest.raises(FramecastError, match=r"clip values must lie in \[0, 1\], got \[0, 255\]; divide uint8"):
+        t._check_batch(torch.randint(0, 256, (2, 6, 1, 16, 16)).float())
+    with pytest.raises(FramecastError, match=r"T >= 6, got \(2, 5, 1, 16, 16\)"):
+        t._check_batch(torch.rand(2, 5, 1, 16, 16))

@@ -76,6 +76,11 @@ def cmd_fit(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast.runner import fit
 
     cfg = build_run_config(_values(rest))
+    if args.resume and args.no_resume:
+        raise FramecastError("--resume and --no-resume contradict each other; pick one")
+    last = Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
+    if args.resume and not (last.is_file() or last.with_name("last.prev.ckpt").is_file()):
+        raise FramecastError(f"--resume: no checkpoint to resume from in {last.parent}")
     stats = fit(cfg, resume=not args.no_resume)
     if _is_rank_zero():
         print(json.dumps({k: v for k, v in stats.items() if k != "loss_curve"}, indent=2))
@@ -188,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pattern", nargs="?", default="*")
     s.set_defaults(func=cmd_models)
     s = sub.add_parser("fit", help="train a model (--config FILE, --section.key VALUE)")
+    s.add_argument("--resume", action="store_true", help="continue from last.ckpt (the default); fail if there is none")
     s.add_argument("--no-resume", action="store_true", help="start over even if the run folder has last.ckpt")
     s.set_defaults(func=cmd_fit)
     s = sub.add_parser("test", help="score a checkpoint or a baseline on the test set")

@@ -115,7 +115,7 @@ def make_trainer(cfg: RunConfig, callbacks: list[Callback] | None = None, logger
     )
 
 
-def fit(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
+def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Train ``cfg``'s model; returns paths and training statistics.
 
     The run folder ``cfg.out_dir`` receives ``config.yaml`` (the resolved config),
@@ -149,7 +149,7 @@ def fit(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps or cfg.trainer.log_every_n_steps * 5,
     )
     clock = TrainingClock()
-    trainer = make_trainer(cfg, callbacks=[best, last, clock])
+    trainer = make_trainer(cfg, callbacks=[best, last, clock, *(callbacks or [])])
     if trainer.is_global_zero:
         save_yaml(resolved, out / "config.yaml")
     ckpt_path = ckpt_dir / "last.ckpt"

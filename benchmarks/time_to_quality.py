@@ -1,0 +1,114 @@
+"""Time to quality: each model trains for a wall-clock budget on built-in Moving MNIST; its
+weights are snapshotted at minute marks and every snapshot is tested on the same fixed test
+set. Prints test MSE (per-frame sums, the papers' convention) and SSIM against minutes, writes
+JSON and a plot.
+
+    python benchmarks/time_to_quality.py                                   # configs/cpu/*.yaml, 30 min each
+    python benchmarks/time_to_quality.py configs/cpu/convlstm.yaml --minutes 10
+    python benchmarks/time_to_quality.py configs/compare_all_quick.yaml --minutes 3 --marks 1,2,3
+
+A config is a fit config (one model) or a compare config (every model in it). The learning-rate
+schedule follows the whole budget, so the 10-minute mark of a 30-minute run is not a 10-minute
+run: it is the same run, looked at earlier.
+"""
+
+import argparse
+import copy
+import glob
+import json
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from framecast.compare import build_compare_config, run_config
+from framecast.config import build_run_config, load_yaml, merge, resolve_model_config
+from framecast.registry import create_model
+from framecast.runner import fit, test_model
+
+
+class Snapshots(Callback):
+    """Copies the model's weights when wall-clock training time passes each mark (minutes)."""
+
+    def __init__(self, marks: list[float]) -> None:
+        self.marks, self.taken = sorted(marks), []
+        self.start = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        minutes = (time.perf_counter() - self.start) / 60
+        while len(self.taken) < len(self.marks) and minutes >= self.marks[len(self.taken)]:
+            state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
+            self.taken.append((self.marks[len(self.taken)], trainer.global_step, state))
+
+    def on_train_end(self, trainer, pl_module) -> None:  # the budget's end counts as the last mark
+        if len(self.taken) < len(self.marks):
+            state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
+            self.taken.append((self.marks[-1], trainer.global_step, state))
+
+
+def runs_of(path: str, minutes: float, out: Path) -> dict:
+    values = load_yaml(path)
+    budget = {"trainer": {"max_time_minutes": minutes, "max_epochs": 1000, "max_steps": -1}}
+    if "models" in values:
+        cmp = build_compare_config(merge(values, budget))
+        return {label: run_config(cmp, label) for label in cmp.models}
+    run = build_run_config(merge(values, budget))
+    return {Path(path).stem: run}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("configs", nargs="*", default=sorted(glob.glob("configs/cpu/*.yaml")))
+    p.add_argument("--minutes", type=float, default=30.0)
+    p.add_argument("--marks", help="comma-separated minutes to test at (default: 6 evenly spaced)")
+    p.add_argument("--out", default="benchmarks/results/time_to_quality")
+    args = p.parse_args()
+    marks = [float(m) for m in args.marks.split(",")] if args.marks else [args.minutes * i / 6 for i in range(1, 7)]
+    out = Path(args.out)
+    results = {}
+    for path in args.configs:
+        for label, run in runs_of(path, args.minutes, out).items():
+            run.out_dir = str(out / "runs" / label)
+            snaps = Snapshots(marks)
+            stats = fit(run, resume=False, callbacks=[snaps])
+            model = create_model(run.model_name, **resolve_model_config(run))
+            rows = []
+            for minute, step, state in snaps.taken:
+                model.load_state_dict(state)
+                res = test_model(model, run)["mean"]
+                rows.append({"minutes": minute, "step": step, "mse": res["mse"], "ssim": res["ssim"]})
+                print(f"{label:<14} {minute:6.1f} min  step {step:6d}  MSE {res['mse']:7.1f}  SSIM {res['ssim']:.4f}")
+            results[label] = {"config": path, "steps": stats["steps"], "marks": rows}
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps(results, indent=2))
+    _plot(results, out / "time_to_quality.png")
+    print(f"wrote {out / 'results.json'} and {out / 'time_to_quality.png'}")
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for label, res in results.items():
+        xs = [r["minutes"] for r in res["marks"]]
+        axes[0].plot(xs, [r["mse"] for r in res["marks"]], marker="o", label=label)
+        axes[1].plot(xs, [r["ssim"] for r in res["marks"]], marker="o", label=label)
+    for ax, name in zip(axes, ("test MSE per frame", "test SSIM"), strict=True):
+        ax.set_xlabel("minutes of training (this machine)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(torch.get_num_threads())
+    main()
