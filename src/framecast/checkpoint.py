@@ -47,9 +47,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made crash-proof: the checkpoint is serialised in memory,
-    written to a temporary file, fsynced and renamed over the old one, which stays beside it as
-    ``last.prev.ckpt`` for ``last.ckpt`` (the file runs resume from). A kill at any moment leaves a complete checkpoint; a full disk raises a
-    one-line error and leaves the last good one in place."""
+    written to a temporary file, fsynced and renamed over the old one; the old ``last.ckpt`` (the
+    file runs resume from) stays as ``last.prev.ckpt``. A kill at any moment leaves a complete
+    checkpoint; a full disk raises a one-line error and leaves the last good one in place."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         buffer = io.BytesIO()

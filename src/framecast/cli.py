@@ -73,13 +73,14 @@ def _is_rank_zero() -> bool:
 
 def cmd_fit(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast.config import build_run_config
+    from framecast.io import previous_path
     from framecast.runner import fit
 
     cfg = build_run_config(_values(rest))
     if args.resume and args.no_resume:
         raise FramecastError("--resume and --no-resume contradict each other; pick one")
     last = Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
-    if args.resume and not (last.is_file() or last.with_name("last.prev.ckpt").is_file()):
+    if args.resume and not (last.is_file() or previous_path(last).is_file()):
         raise FramecastError(f"--resume: no checkpoint to resume from in {last.parent}")
     stats = fit(cfg, resume=not args.no_resume)
     if _is_rank_zero():

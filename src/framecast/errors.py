@@ -1,6 +1,7 @@
 """User-facing errors: one line that names the problem and the fix."""
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 
@@ -22,3 +23,8 @@ def unknown_choice(kind: str, word: str, choices: Iterable[str]) -> str:
     """Format an 'unknown X' message that lists the valid choices."""
     choices = sorted(choices)
     return f"unknown {kind} '{word}'{did_you_mean(word, choices)}; choose from: {', '.join(choices)}"
+
+
+def warn(msg: str) -> None:
+    """A one-line warning on stderr (a skipped file, a fallback taken)."""
+    print(f"framecast: warning: {msg}", file=sys.stderr)

@@ -4,7 +4,6 @@ Used by the CLI and by ``compare``: both go through these two functions.
 """
 
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from framecast.checkpoint import SafeCheckpointIO, resume_checkpoint
 from framecast.config import RunConfig, resolve_model_config, save_yaml, to_dict
 from framecast.data import FrameDataModule
-from framecast.errors import FramecastError
+from framecast.errors import FramecastError, warn
 from framecast.io import atomic_write_text
 from framecast.task import FrameTask, is_trainable
 
@@ -58,10 +57,6 @@ class TrainingClock(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seconds = state["seconds"]
         self.curve = [tuple(x) for x in state["curve"]]
-
-
-def _warn(msg: str) -> None:
-    print(f"framecast: warning: {msg}", file=sys.stderr)
 
 
 def make_task(cfg: RunConfig) -> FrameTask:
@@ -155,7 +150,7 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     ckpt_path = ckpt_dir / "last.ckpt"
     # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers
     # only; a truncated last.ckpt falls back to the one before it (last.prev.ckpt).
-    start = resume_checkpoint(ckpt_path, warn=_warn) if resume else None
+    start = resume_checkpoint(ckpt_path, warn=warn) if resume else None
     trainer.fit(task, datamodule=data, ckpt_path=str(start) if start else None, weights_only=True)
     trainer.save_checkpoint(ckpt_path, weights_only=False)
     stats = {

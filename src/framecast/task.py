@@ -219,7 +219,7 @@ class FrameTask(L.LightningModule):
         want = self.n_context + self.n_future
         if batch.dim() != 5 or batch.shape[1] < want:
             raise FramecastError(f"batches must be (B, T, C, H, W) clips with T >= {want}, got {tuple(batch.shape)}")
-        lo, hi = float(batch.min()), float(batch.max())
+        lo, hi = (float(v) for v in torch.aminmax(batch))
         if lo < 0 or hi > 1:
             raise FramecastError(
                 f"clip values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]; divide uint8 frames by 255"

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from framecast.config import DataConfig
-from framecast.data.video import FrameOptions, cache_videos, find_videos, make_clips, natural_key, subsample, warn
-from framecast.errors import FramecastError
+from framecast.data.video import FrameOptions, cache_videos, find_videos, make_clips, natural_key, subsample
+from framecast.errors import FramecastError, warn
 
 KTH_ACTIONS = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
 KTH_STRIDE = {"boxing": 20, "handclapping": 20, "handwaving": 20, "walking": 20, "jogging": 3, "running": 3}

@@ -15,7 +15,6 @@ new entry and a stale one is never read.
 import hashlib
 import json
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from framecast.errors import FramecastError
+from framecast.errors import FramecastError, warn
 from framecast.io import atomic_write
 
 VIDEO_EXTS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".gif", ".ogv")
@@ -35,10 +34,6 @@ CACHE_VERSION = 1
 def natural_key(text: str) -> list:
     """Sort key that orders embedded numbers by value: ``f2 < f10``."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
-def warn(msg: str) -> None:
-    print(f"framecast: warning: {msg}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -127,27 +122,26 @@ def read_frames(
         expected = stream.frames or 0
         if stream.codec_context is None:
             raise FramecastError(f"{path}: video codec not supported by this FFmpeg build")
-        index = 0
+        index = 0  # frames decoded so far
         try:
             for frame in container.decode(stream):
-                if index >= start:
+                index += 1
+                if index > start:
                     frames.append(shape_frame(frame.to_image(), opts))
                     if count is not None and len(frames) >= count:
                         break
-                index += 1
         except FFmpegError as e:
-            if not frames and index == 0:
+            if index == 0:
                 raise FramecastError(f"{path}: corrupt or unsupported video data ({_reason(e)})") from None
             if strict:
                 raise FramecastError(
                     f"{path}: corrupt or truncated video: decoding failed after {index} frames ({_reason(e)})"
                 ) from None
-        total = index + (1 if count is not None and len(frames) >= count else 0)
-        if strict and count is None and expected > 0 and total < 0.9 * expected:
+        if strict and count is None and expected > 0 and index < 0.9 * expected:
             raise FramecastError(
-                f"{path}: truncated video: its header announces {expected} frames, only {total} decode"
+                f"{path}: truncated video: its header announces {expected} frames, only {index} decode"
             )
-    if not frames and index == 0:
+    if index == 0:
         raise FramecastError(f"{path}: no frames could be decoded")
     return np.stack(frames) if frames else np.zeros((0, opts.channels, opts.image_size, opts.image_size), np.uint8)
 

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from framecast.layers import patchify, unpatchify
+
 
 @dataclass
 class Prediction:
@@ -98,13 +100,19 @@ class Predictor(nn.Module):
 
     # Models whose parameters depend on the frame size (layer norm, attention) set this.
     fixed_size: bool = False
-    # Frame-by-frame recurrent models set this and implement ``frame_step``.
+    # Frame-by-frame recurrent models set this; they have ``step(x, state) -> (next, state)`` on
+    # patchified frames (the step that ``feedback_rollout`` runs) and a ``patch_size``.
     streams: bool = False
 
     def frame_step(self, frame: Tensor, state: Any) -> tuple[Tensor, Any]:
         """Read one (B, C, H, W) frame; return the prediction of the next frame and the new
         state (``state`` starts as None). Streaming forecasts use it to keep the recurrent state."""
-        raise NotImplementedError(f"{type(self).__name__} predicts from a window of frames, not frame by frame")
+        if not self.streams:
+            raise NotImplementedError(f"{type(self).__name__} predicts from a window of frames, not frame by frame")
+        p = self.config.patch_size
+        x = patchify(frame[:, None], p)[:, 0].contiguous(memory_format=self.memory_format)
+        y, state = self.step(x, state)
+        return unpatchify(y[:, None], p)[:, 0], state
 
     @property
     def memory_format(self) -> torch.memory_format:

@@ -105,6 +105,7 @@ class ConvLSTM(Predictor):
     """Stacked ConvLSTM with PredRNN's frame-feedback loop and scheduled sampling."""
 
     uses_mask = True
+    streams = True  # frame_step (Predictor) runs self.step frame by frame
 
     def __init__(self, config: ConvLSTMConfig) -> None:
         super().__init__(config)
@@ -117,7 +118,7 @@ class ConvLSTM(Predictor):
         self.head = nn.Conv2d(config.num_hidden[-1], c, 1, bias=False)
 
     def step(self, x: Tensor, state: list | None) -> tuple[Tensor, list]:
-        state = state or [None] * len(self.cells)
+        state = list(state) if state else [None] * len(self.cells)  # never mutate the caller's
         h = x
         for i, cell in enumerate(self.cells):
             state[i] = cell(h, state[i])
@@ -130,11 +131,3 @@ class ConvLSTM(Predictor):
         fut = None if future is None else patchify(future, p)
         frames = feedback_rollout(self.step, ctx, n_future, fut, mask, memory_format=self.memory_format)
         return Prediction(unpatchify(frames, p))
-
-    streams = True
-
-    def frame_step(self, frame: Tensor, state: list | None) -> tuple[Tensor, list]:
-        p = self.config.patch_size
-        x = patchify(frame[:, None], p)[:, 0].contiguous(memory_format=self.memory_format)
-        y, state = self.step(x, list(state) if state else None)
-        return unpatchify(y[:, None], p)[:, 0], state

@@ -130,6 +130,7 @@ class PredRNN(Predictor):
     """PredRNN (see module docstring). ``decouple_beta > 0`` adds PredRNN-V2's decoupling loss."""
 
     uses_mask = True
+    streams = True  # frame_step (Predictor) runs self.step frame by frame
 
     def __init__(self, config: PredRNNConfig) -> None:
         super().__init__(config)
@@ -179,14 +180,6 @@ class PredRNN(Predictor):
         frames = feedback_rollout(step, ctx, n_future, fut, mask, memory_format=self.memory_format)
         losses = {"decouple": self.config.decouple_beta * torch.stack(decouple).mean()} if decouple else {}
         return Prediction(unpatchify(frames, p), losses)
-
-    streams = True
-
-    def frame_step(self, frame: Tensor, state):
-        p = self.config.patch_size
-        x = patchify(frame[:, None], p)[:, 0].contiguous(memory_format=self.memory_format)
-        y, state = self.step(x, state)
-        return unpatchify(y[:, None], p)[:, 0], state
 
 
 @register_model(
