@@ -158,6 +158,11 @@ def main() -> None:
         "--set", default="{}", help="JSON model overrides for every model, e.g. '{\"checkpoint_cells\": true}'"
     )
     p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 unless issue 7's targets hold (speed-up, peak share, memory, latency)",
+    )
+    p.add_argument(
         "--no-reference", action="store_true", help="skip the reference-style runs (fp32, contiguous, unfused)"
     )
     p.add_argument("--one", help=argparse.SUPPRESS)  # child process: one model, JSON on stdout
@@ -238,6 +243,30 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"conv_peak_flop_per_s": peaks, "results": rows}, f, indent=2)
+    if args.check:
+        failed = [line for line in check_targets(rows) if line.startswith("FAIL")]
+        sys.exit(1 if failed else 0)
+
+
+def check_targets(rows: list[dict]) -> list[str]:
+    """Issue 7's targets for ConvLSTM and PredRNN, one PASS/FAIL line each (printed)."""
+    lines = []
+    for r in rows:
+        if r["style"] != "framecast" or r["model"] not in ("convlstm", "predrnn"):
+            continue
+        checks = [
+            ("training >= 2x reference style", r.get("train_speedup_vs_reference", 0) >= 2),
+            ("training >= 60% of the bf16 conv peak", r["train_share_of_bf16_peak"] >= 0.6),
+        ]
+        if r["model"] == "predrnn":
+            checks += [
+                ("training-step peak memory < 4 GiB", r["peak_rss_gib"] < 4),
+                ("one clip (batch 1) < 0.5 s", r["forecast_one_clip_s"] < 0.5),
+            ]
+        for name, ok in checks:
+            lines.append(f"{'PASS' if ok else 'FAIL'} {r['model']}: {name}")
+    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -66,6 +66,9 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--marks", help="comma-separated minutes to test at (default: 6 evenly spaced)")
     p.add_argument("--out", default="benchmarks/results/time_to_quality")
+    p.add_argument(
+        "--target-mse", type=float, help="exit 1 if any model's last mark is above this test MSE (issue 7: 60)"
+    )
     args = p.parse_args()
     marks = [float(m) for m in args.marks.split(",")] if args.marks else [args.minutes * i / 6 for i in range(1, 7)]
     out = Path(args.out)
@@ -87,6 +90,11 @@ def main() -> None:
             (out / "results.json").write_text(json.dumps(results, indent=2))
     _plot(results, out / "time_to_quality.png")
     print(f"wrote {out / 'results.json'} and {out / 'time_to_quality.png'}")
+    if args.target_mse is not None:
+        missed = {k: r["marks"][-1]["mse"] for k, r in results.items() if r["marks"][-1]["mse"] > args.target_mse}
+        print(f"target MSE <= {args.target_mse}: " + ("FAIL " + str(missed) if missed else "PASS"))
+        if missed:
+            raise SystemExit(1)
 
 
 def _plot(results: dict, path: Path) -> None:
