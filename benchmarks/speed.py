@@ -57,32 +57,16 @@ def conv_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
     return flops * n / (time.perf_counter() - t0)
 
 
-def unfuse_convlstm_gates() -> None:
-    """Run ConvLSTM cells the way reference code does: conv_x(x) + conv_h(h), two convolutions
-    (the same weights, split along the input channels), instead of one over [x, h]."""
-    from framecast.layers import convlstm_cell
-
-    def forward(self, x, state):
-        h, c = self.init_state(x) if state is None else state
-        w = self.conv.weight
-        gates = F.conv2d(x, w[:, : x.shape[1]], self.conv.bias, padding=self.conv.padding)
-        gates = gates + F.conv2d(h, w[:, x.shape[1] :], padding=self.conv.padding)
-        i, f, o, g = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f + self.forget_bias) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
-
-    convlstm_cell.ConvLSTMCell.forward = forward
-
-
 def measure(
     name: str, overrides: dict, batch: int, steps: int, precision: str, n_context: int, n_future: int, style: str
 ) -> dict:
     import framecast
 
     torch.manual_seed(0)
-    if style == "reference":  # fp32, contiguous tensors, unfused gates
-        unfuse_convlstm_gates()
+    if style == "reference":  # fp32, contiguous tensors, ConvLSTM gates as conv_x(x) + conv_h(h)
         precision = "fp32"
+        if name == "convlstm":
+            overrides = {**overrides, "fused_gates": False}
     model = framecast.create_model(name, **overrides)
     if style != "reference":
         model.to(memory_format=torch.channels_last)

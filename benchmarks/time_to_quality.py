@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback
 
 from framecast.compare import build_compare_config, run_config
 from framecast.config import build_run_config, load_yaml, merge, resolve_model_config
+from framecast.io import atomic_write_text
 from framecast.registry import create_model
 from framecast.runner import fit, test_model
 
@@ -72,7 +73,9 @@ def main() -> None:
     args = p.parse_args()
     marks = [float(m) for m in args.marks.split(",")] if args.marks else [args.minutes * i / 6 for i in range(1, 7)]
     out = Path(args.out)
-    results = {}
+    # Results of earlier runs stay unless the same model is measured again, so one config can
+    # be re-run (or added) without losing the others.
+    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     for path in args.configs:
         for label, run in runs_of(path, args.minutes, out).items():
             run.out_dir = str(out / "runs" / label)
@@ -86,8 +89,7 @@ def main() -> None:
                 rows.append({"minutes": minute, "step": step, "mse": res["mse"], "ssim": res["ssim"]})
                 print(f"{label:<14} {minute:6.1f} min  step {step:6d}  MSE {res['mse']:7.1f}  SSIM {res['ssim']:.4f}")
             results[label] = {"config": path, "steps": stats["steps"], "marks": rows}
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "results.json").write_text(json.dumps(results, indent=2))
+            atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     _plot(results, out / "time_to_quality.png")
     print(f"wrote {out / 'results.json'} and {out / 'time_to_quality.png'}")
     if args.target_mse is not None:

@@ -65,6 +65,24 @@ def test_channels_last_gives_the_same_frames():
     torch.testing.assert_close(framecast.forecast(model, x, 3), ref, atol=1e-5, rtol=1e-4)
 
 
+def test_unfused_gates_are_the_same_cell():
+    """fused_gates=False (the reference code's conv_x(x) + conv_h(h)) loads the same weights and
+    gives the same frames and gradients as the fused convolution over [x, h]."""
+    torch.manual_seed(0)
+    fused = framecast.create_model("convlstm", num_hidden=(8, 8), filter_size=3)
+    split = framecast.create_model("convlstm", num_hidden=(8, 8), filter_size=3, fused_gates=False)
+    split.load_state_dict(fused.state_dict())
+    clip = torch.rand(2, 7, 1, 64, 64)
+    outs = []
+    for model in (fused, split):
+        out = model(clip[:, :4], 3, future=clip[:, 4:], mask=torch.ones(2, 5)).frames
+        out.pow(2).mean().backward()
+        outs.append((out, [p.grad for p in model.parameters()]))
+    torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-5, rtol=1e-4)
+    for g_split, g_fused in zip(outs[1][1], outs[0][1], strict=True):
+        torch.testing.assert_close(g_split, g_fused, atol=1e-5, rtol=1e-4)
+
+
 def test_seq2seq_matches_the_tutorial_parameter_count():
     model = framecast.create_model("convlstm_seq2seq")
     assert sum(p.numel() for p in model.parameters()) == 1_036_097

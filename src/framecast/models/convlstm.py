@@ -87,6 +87,9 @@ class ConvLSTMConfig:
     num_hidden: tuple[int, ...] = (128, 128, 128, 128)
     filter_size: int = 5
     patch_size: int = 4
+    # False: each gate convolution runs as conv_x(x) + conv_h(h), as in the official code (same
+    # weights and results); the reference style of benchmarks/. True: one convolution over [x, h].
+    fused_gates: bool = True
 
     def __post_init__(self) -> None:
         if not self.num_hidden or min(self.num_hidden) < 1:
@@ -112,7 +115,9 @@ class ConvLSTM(Predictor):
         c = config.channels * config.patch_size**2
         widths = (c, *config.num_hidden)
         self.cells = nn.ModuleList(
-            ConvLSTMCell(widths[i], widths[i + 1], config.filter_size, bias=False, forget_bias=1.0)
+            ConvLSTMCell(
+                widths[i], widths[i + 1], config.filter_size, bias=False, forget_bias=1.0, fused=config.fused_gates
+            )
             for i in range(len(config.num_hidden))
         )
         self.head = nn.Conv2d(config.num_hidden[-1], c, 1, bias=False)
