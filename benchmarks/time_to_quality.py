@@ -6,6 +6,11 @@ JSON and a plot.
     python benchmarks/time_to_quality.py                                   # configs/cpu/*.yaml, 30 min each
     python benchmarks/time_to_quality.py configs/cpu/convlstm.yaml --minutes 10
     python benchmarks/time_to_quality.py configs/compare_all_quick.yaml --minutes 3 --marks 1,2,3
+    python benchmarks/time_to_quality.py --reference                       # + configs/reference/*.yaml
+
+The baselines in configs/reference/ run the official code's ConvLSTM the way that code runs it
+(contiguous fp32 or bf16, gates as two convolutions, constant learning rate) on the same data,
+budget and test set, so framecast's recommended configs are compared in the same benchmark.
 
 A config is a fit config (one model) or a compare config (every model in it). The learning-rate
 schedule follows the whole budget, so the 10-minute mark of a 30-minute run is not a 10-minute
@@ -63,7 +68,8 @@ def runs_of(path: str, minutes: float, out: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("configs", nargs="*", default=sorted(glob.glob("configs/cpu/*.yaml")))
+    p.add_argument("configs", nargs="*", help="fit or compare configs (default: configs/cpu/*.yaml)")
+    p.add_argument("--reference", action="store_true", help="also run the baselines in configs/reference/")
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--marks", help="comma-separated minutes to test at (default: 6 evenly spaced)")
     p.add_argument("--out", default="benchmarks/results/time_to_quality")
@@ -71,12 +77,14 @@ def main() -> None:
         "--target-mse", type=float, help="exit 1 if any model's last mark is above this test MSE (issue 7: 60)"
     )
     args = p.parse_args()
+    configs = args.configs or sorted(glob.glob("configs/cpu/*.yaml"))
+    configs += sorted(glob.glob("configs/reference/*.yaml")) if args.reference else []
     marks = [float(m) for m in args.marks.split(",")] if args.marks else [args.minutes * i / 6 for i in range(1, 7)]
     out = Path(args.out)
     # Results of earlier runs stay unless the same model is measured again, so one config can
     # be re-run (or added) without losing the others.
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
-    for path in args.configs:
+    for path in configs:
         for label, run in runs_of(path, args.minutes, out).items():
             run.out_dir = str(out / "runs" / label)
             snaps = Snapshots(marks)
@@ -90,6 +98,7 @@ def main() -> None:
                 print(f"{label:<14} {minute:6.1f} min  step {step:6d}  MSE {res['mse']:7.1f}  SSIM {res['ssim']:.4f}")
             results[label] = {"config": path, "steps": stats["steps"], "marks": rows}
             atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    _table(results)
     _plot(results, out / "time_to_quality.png")
     print(f"wrote {out / 'results.json'} and {out / 'time_to_quality.png'}")
     if args.target_mse is not None:
@@ -97,6 +106,15 @@ def main() -> None:
         print(f"target MSE <= {args.target_mse}: " + ("FAIL " + str(missed) if missed else "PASS"))
         if missed:
             raise SystemExit(1)
+
+
+def _table(results: dict) -> None:
+    """Every model measured so far (this run and earlier ones kept in results.json)."""
+    print(f"\n{'model':<28}{'steps':>7}  test MSE per frame at each mark (minutes)   final SSIM")
+    for label, res in sorted(results.items(), key=lambda kv: kv[1]["marks"][-1]["mse"]):
+        marks = "  ".join(f"{r['minutes']:g}:{r['mse']:.1f}" for r in res["marks"])
+        kind = " (reference)" if "reference" in res["config"] else ""
+        print(f"{label + kind:<28}{res['steps']:>7}  {marks}   {res['marks'][-1]['ssim']:.3f}")
 
 
 def _plot(results: dict, path: Path) -> None:
@@ -108,8 +126,9 @@ def _plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for label, res in results.items():
         xs = [r["minutes"] for r in res["marks"]]
-        axes[0].plot(xs, [r["mse"] for r in res["marks"]], marker="o", label=label)
-        axes[1].plot(xs, [r["ssim"] for r in res["marks"]], marker="o", label=label)
+        style = "--" if "reference" in res["config"] else "-"  # baselines dashed
+        axes[0].plot(xs, [r["mse"] for r in res["marks"]], style, marker="o", label=label)
+        axes[1].plot(xs, [r["ssim"] for r in res["marks"]], style, marker="o", label=label)
     for ax, name in zip(axes, ("test MSE per frame", "test SSIM"), strict=True):
         ax.set_xlabel("minutes of training (this machine)")
         ax.set_ylabel(name)
