@@ -79,7 +79,9 @@ def _strategy(name: str) -> Any:
     return name
 
 
-def make_trainer(cfg: RunConfig, callbacks: list[Callback] | None = None, logger: bool = True) -> L.Trainer:
+def make_trainer(
+    cfg: RunConfig, callbacks: list[Callback] | None = None, logger: bool = True, checkpointing: bool = True
+) -> L.Trainer:
     t = cfg.trainer
     out = Path(cfg.out_dir)
     loggers = (
@@ -105,6 +107,7 @@ def make_trainer(cfg: RunConfig, callbacks: list[Callback] | None = None, logger
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False,
+        enable_checkpointing=checkpointing,  # False: no default ModelCheckpoint (and no tip about it)
         callbacks=callbacks or [],
         logger=loggers,
     )
@@ -187,7 +190,7 @@ def test_model(model: torch.nn.Module, cfg: RunConfig, lpips=None) -> dict[str, 
     if cfg.trainer.channels_last:
         task.model.to(memory_format=torch.channels_last)
     data = FrameDataModule(cfg.data)
-    trainer = make_trainer(cfg, logger=False)
+    trainer = make_trainer(cfg, logger=False, checkpointing=False)
     trainer.test(task, datamodule=data, verbose=False)
     res = task.test_results
     return {
