@@ -17,6 +17,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from framecast.io import atomic_write_text
+
 # (name, in channels, out channels, kernel, size, batch)
 CONVS = [
     ("predrnn 4x128 conv_h", 128, 512, 5, 16, 16),
@@ -68,8 +70,8 @@ def main() -> None:
     ratios = [r["gflops"] / fp32[r["shape"], r["pass"], r["layout"]] for r in rows if r["dtype"] == "bfloat16"]
     print(f"bf16 / fp32, same shape, pass and layout: {min(ratios):.2f}x to {max(ratios):.2f}x")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, f, indent=2)
+        info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
+        atomic_write_text(args.json, json.dumps(info, indent=2))
 
 
 def _fwd_bwd(x: torch.Tensor, w: torch.Tensor, k: int) -> None:

@@ -108,13 +108,18 @@ def main() -> None:
             raise SystemExit(1)
 
 
+def _is_reference(res: dict) -> bool:
+    """A baseline from configs/reference/ (run the way the official code runs)."""
+    return Path(res["config"]).parent.name == "reference"
+
+
 def _table(results: dict) -> None:
     """Every model measured so far (this run and earlier ones kept in results.json)."""
-    print(f"\n{'model':<28}{'steps':>7}  test MSE per frame at each mark (minutes)   final SSIM")
+    print(f"\n{'model':<32}{'steps':>7}  test MSE per frame at each mark (minutes)   final SSIM")
     for label, res in sorted(results.items(), key=lambda kv: kv[1]["marks"][-1]["mse"]):
         marks = "  ".join(f"{r['minutes']:g}:{r['mse']:.1f}" for r in res["marks"])
-        kind = " (reference)" if "reference" in res["config"] else ""
-        print(f"{label + kind:<28}{res['steps']:>7}  {marks}   {res['marks'][-1]['ssim']:.3f}")
+        kind = " (reference)" if _is_reference(res) else ""
+        print(f"{label + kind:<32}{res['steps']:>7}  {marks}   {res['marks'][-1]['ssim']:.3f}")
 
 
 def _plot(results: dict, path: Path) -> None:
@@ -126,7 +131,7 @@ def _plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for label, res in results.items():
         xs = [r["minutes"] for r in res["marks"]]
-        style = "--" if "reference" in res["config"] else "-"  # baselines dashed
+        style = "--" if _is_reference(res) else "-"  # baselines dashed
         axes[0].plot(xs, [r["mse"] for r in res["marks"]], style, marker="o", label=label)
         axes[1].plot(xs, [r["ssim"] for r in res["marks"]], style, marker="o", label=label)
     for ax, name in zip(axes, ("test MSE per frame", "test SSIM"), strict=True):
