@@ -47,18 +47,24 @@ def data_cfg(tmp_path, **kw) -> DataConfig:
 def test_kth_layout_persons_strides_and_clip_counts(tmp_path):
     root = tmp_path / "kth"
     for action in ("boxing", "jogging"):
-        for person in (1, 2, 16, 17, 25):
+        for person in (1, 2, 15, 16, 17, 25):
             write_video(root / action / f"person{person:02d}_{action}_d1_uncomp.avi", 40, value=10 * person)
     (root / "boxing" / "00sequences.txt").write_text("not a video\n")
     ds = build_datasets(data_cfg(tmp_path, name="kth", root=str(root), test_n_future=20))
-    # boxing stride 20, jogging stride 3; train clips 20 frames, test clips 30 (10 -> 20)
-    assert len(ds["train"]) == 3 * (2 + 7) and len(ds["test"]) == 2 * (1 + 4)
+    # boxing stride 20, jogging stride 3; train and val clips 20 frames, test clips 30 (10 -> 20)
+    assert (len(ds["train"]), len(ds["val"]), len(ds["test"])) == (2 * (2 + 7), 2 * (2 + 7), 2 * (1 + 4))
     assert ds["train"][0].shape == (20, 1, 32, 32) and ds["test"][0].shape == (30, 1, 32, 32)
 
     def persons(split):  # the background brightness is 10 x the person number
         return sorted({int(round(float(torch.median(ds[split][i][0])) * 255 / 10)) for i in range(len(ds[split]))})
 
-    assert persons("train") == [1, 2, 16] and persons("test") == [17, 25]
+    split_persons = {split: persons(split) for split in ("train", "val", "test")}
+    # validation holds out whole training persons (15-16), never clips of the training videos
+    assert split_persons == {"train": [1, 2], "val": [15, 16], "test": [17, 25]}
+    assert all(
+        not set(split_persons[a]) & set(split_persons[b])
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
+    )
     first = ds["train"][0]  # consecutive frames: the square moves 2 px (of 80) per frame
     assert not torch.equal(first[0], first[1])
 
@@ -132,6 +138,45 @@ def test_bad_videos_are_one_clear_error_each(tmp_path):
     write_video(tmp_path / "short" / "c.avi", 5)
     with pytest.raises(FramecastError, match="short: no usable video: none is readable and at least 20 frames long"):
         build_datasets(data_cfg(tmp_path, name="video_folder", root=str(tmp_path / "short")))
+
+
+def write_avi_with_repeats(path: Path, n: int, repeat_after: dict[int, int], fps: int = 25) -> Path:
+    """An MPEG-4 .avi of ``n`` flat frames (brightness ``20 + 10 t``) with ``repeat_after[t]``
+    zero-size packets (dropped frames: the previous one repeats) muxed after frame ``t``."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=Fraction(fps))
+        s.width, s.height, s.pix_fmt = 48, 32, "yuv420p"
+        packets = [p for t in range(n) for p in s.encode(av.VideoFrame.from_ndarray(
+            np.full((32, 48, 3), 20 + 10 * t, np.uint8), format="rgb24"))] + list(s.encode())  # fmt: skip
+        at = 0  # the position in time: one tick per packet, empty ones included
+        for t, p in enumerate(packets):
+            p.pts = p.dts = at
+            c.mux(p)
+            at += 1
+            for _ in range(repeat_after.get(t, 0)):
+                empty = av.Packet(b"")
+                empty.stream, empty.time_base, empty.pts, empty.dts = s, p.time_base, at, at
+                c.mux(empty)
+                at += 1
+    return path
+
+
+def test_zero_size_avi_packets_repeat_the_previous_frame_and_truncation_is_still_caught(tmp_path):
+    src = write_avi_with_repeats(tmp_path / "screen.avi", 12, {2: 1, 5: 2, 9: 1})
+    with av.open(str(src)) as c:  # the header counts the empty packets as frames; FFmpeg decodes 12
+        assert c.streams.video[0].frames == 16 and sum(1 for _ in c.decode(video=0)) == 12
+    opts = V.FrameOptions(image_size=16)
+    frames = V.read_frames(src, opts)  # was: "truncated video: its header announces 16 frames, only 12 decode"
+    shown = [0, 1, 2, 2, 3, 4, 5, 5, 5, 6, 7, 8, 9, 9, 10, 11]  # the source frame at each of the 16 places
+    assert frames.shape == (16, 1, 16, 16)
+    np.testing.assert_allclose(frames.reshape(16, -1).mean(1), [20 + 10 * t for t in shown], atol=3)
+    assert all(np.array_equal(frames[i], frames[i - 1]) for i in (3, 7, 8, 13))  # repeats are the same frame
+    assert not any(np.array_equal(frames[i], frames[i - 1]) for i in (1, 2, 4, 5, 6, 9, 10, 11, 12, 14, 15))
+    np.testing.assert_array_equal(V.read_frames(src, opts, start=6, count=5), frames[6:11])  # indices count repeats
+    data = src.read_bytes()  # the same file cut in the middle of its frame data is still rejected
+    (tmp_path / "cut.avi").write_bytes(data[: (data.find(b"movi") + data.find(b"idx1")) // 2])
+    with pytest.raises(FramecastError, match=r"cut\.avi: truncated video: its header announces 16 frames"):
+        V.read_frames(tmp_path / "cut.avi", opts)
 
 
 def test_frames_are_decoded_once_and_the_cache_follows_the_source(tmp_path, monkeypatch):

@@ -4,7 +4,8 @@ Videos are decoded with PyAV (FFmpeg): any container and codec FFmpeg reads. A f
 images counts as one video, its frames in natural order (``frame2`` before ``frame10``, never
 sorted as strings). Frames are center-cropped to a square (``crop: center``) or stretched
 (``crop: none``), resized with bilinear filtering to ``image_size`` and kept grey (1 channel,
-ITU-R 601 luma) or RGB (3).
+ITU-R 601 luma) or RGB (3). A zero-size packet in an AVI index (a dropped frame, as variable-rate
+captures and screen recordings write them) is the previous frame repeated, as players show it.
 
 Decoding happens once: the resized uint8 frames of each video are written to
 ``<cache_dir>/<name>-<key>.npy`` and memory-mapped afterwards. The key hashes the source's
@@ -15,7 +16,7 @@ new entry and a stale one is never read.
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from framecast.io import atomic_write
 
 VIDEO_EXTS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv", ".gif", ".ogv")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: zero-size AVI packets repeat the previous frame
 
 
 def natural_key(text: str) -> list:
@@ -94,7 +95,8 @@ def read_frames(
 
     ``start`` / ``count`` select frames by index. Every failure is a ``FramecastError`` naming
     the file: missing, not a video, no video stream, a codec this FFmpeg cannot decode, corrupt
-    data, or (``strict``) a truncated file that ends before its header says it does.
+    data, or (``strict``) a truncated file that ends before its header says it does. Frame
+    indices count the repeats that zero-size AVI packets stand for (``_timeline``).
     """
     path = Path(path)
     if not path.exists():
@@ -122,12 +124,14 @@ def read_frames(
         expected = stream.frames or 0
         if stream.codec_context is None:
             raise FramecastError(f"{path}: video codec not supported by this FFmpeg build")
-        index = 0  # frames decoded so far
+        index, last = 0, None  # frames so far (repeats included); the last one shaped, as (frame, array)
         try:
-            for frame in container.decode(stream):
+            for frame in _timeline(container, stream, expected):
                 index += 1
                 if index > start:
-                    frames.append(shape_frame(frame.to_image(), opts))
+                    if last is None or last[0] is not frame:
+                        last = frame, shape_frame(frame.to_image(), opts)
+                    frames.append(last[1])
                     if count is not None and len(frames) >= count:
                         break
         except FFmpegError as e:
@@ -144,6 +148,30 @@ def read_frames(
     if index == 0:
         raise FramecastError(f"{path}: no frames could be decoded")
     return np.stack(frames) if frames else np.zeros((0, opts.channels, opts.image_size, opts.image_size), np.uint8)
+
+
+def _timeline(container, stream, expected: int) -> Iterator:
+    """The decoded frames of ``stream``, each at its place in time.
+
+    An AVI index may hold zero-size entries: a dropped frame, shown by every player as a repeat
+    of the previous one (variable-rate captures, screen recordings). FFmpeg skips them, but AVI
+    video timestamps count index entries, so each skipped entry is a one-tick gap before the
+    next frame: the previous frame is yielded again for it, never past the ``expected`` frames
+    of the header. A file that really ends early has no gaps and stays short.
+    """
+    avi = "avi" in container.format.name.split(",")
+    origin, done, prev = None, 0, None
+    for frame in container.decode(stream):
+        if avi and origin is not None and frame.pts is not None:
+            gap = frame.pts - origin - done
+            if gap > 0 and (not expected or done + gap < expected):
+                for _ in range(gap):
+                    yield prev
+                done += gap
+        if done == 0:
+            origin = frame.pts
+        yield frame
+        done, prev = done + 1, frame
 
 
 def _reason(e: Exception) -> str:
@@ -264,15 +292,26 @@ class VideoClips(Dataset):
         return {**self.__dict__, "_arrays": {}}
 
 
-def clip_starts(n_frames: int, length: int, stride: int) -> list[int]:
-    """First frames of the clips of ``length`` consecutive frames, every ``stride`` frames."""
-    return list(range(0, n_frames - length + 1, stride))
+def clip_starts(n_frames: int, length: int, stride: int, first: int = 0) -> list[int]:
+    """First frames of the clips of ``length`` consecutive frames among frames ``first`` to
+    ``n_frames - 1``, every ``stride`` frames."""
+    return list(range(first, n_frames - length + 1, stride))
 
 
-def make_clips(videos: Sequence[tuple[Path, Path, int]], length: int, stride: int | Sequence[int]) -> VideoClips:
-    """Clips over ``videos`` (from ``cache_videos``); ``stride`` is one number or one per video."""
+def make_clips(
+    videos: Sequence[tuple[Path, Path, int]],
+    length: int,
+    stride: int | Sequence[int],
+    spans: Sequence[tuple[int, int]] | None = None,
+) -> VideoClips:
+    """Clips over ``videos`` (from ``cache_videos``); ``stride`` is one number or one per video.
+
+    ``spans``: per video, the frames ``[first, end)`` the clips lie in (default: all of it), so
+    splits of one video by time are start ranges over the same cached array, never a copy.
+    """
     strides = [stride] * len(videos) if isinstance(stride, int) else list(stride)
-    index = [(v, s) for v, (_, _, n) in enumerate(videos) for s in clip_starts(n, length, strides[v])]
+    spans = list(spans) if spans is not None else [(0, n) for _, _, n in videos]
+    index = [(v, s) for v, (a, b) in enumerate(spans) for s in clip_starts(b, length, strides[v], a)]
     return VideoClips([f for _, f, _ in videos], index, length)
 
 
