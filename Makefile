@@ -5,8 +5,11 @@ BIN    := $(VENV)/bin
 # A known-good PyTorch, installed before the package (whose metadata only asks for a range).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.framecast-installed
+# `make test-min`: the lowest versions pyproject.toml allows, in a venv of their own
+VENV_MIN  ?= .venv-min
+MIN_STAMP := $(VENV_MIN)/.framecast-installed
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint clean setup-min test-min
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +32,25 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 
+# Every ">=" floor of pyproject.toml (dependencies and all extras) pinned with "==" by
+# scripts/min_versions.py, so the pins cannot drift from what the package declares; wheels only,
+# as a user on Python 3.11 would get them. A fresh venv each time pyproject.toml changes.
+$(MIN_STAMP): pyproject.toml scripts/min_versions.py
+	rm -rf $(VENV_MIN)
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install --quiet --upgrade pip
+	$(PYTHON) scripts/min_versions.py > $(VENV_MIN)/requirements-min.txt
+	$(VENV_MIN)/bin/python -m pip install --quiet --only-binary=:all: -r $(VENV_MIN)/requirements-min.txt
+	$(VENV_MIN)/bin/python -m pip install --quiet --no-deps -e .
+	$(VENV_MIN)/bin/python -m pip check
+	touch $(MIN_STAMP)
+
+setup-min: $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(VENV_MIN)/bin/python -m pip list --format=freeze | grep -iE "^($$(cut -d= -f1 $(VENV_MIN)/requirements-min.txt | paste -sd'|'))=="
+	$(VENV_MIN)/bin/python -m pytest
+	$(VENV_MIN)/bin/ruff check src tests benchmarks scripts
+
 clean:
-	rm -rf $(VENV) reports runs
+	rm -rf $(VENV) $(VENV_MIN) reports runs

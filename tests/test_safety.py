@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from framecast.checkpoint import read_checkpoint
 from framecast.config import build_run_config, merge
@@ -14,19 +15,59 @@ from framecast.errors import FramecastError
 from framecast.runner import fit
 
 
+class StartStep(Callback):
+    """Records the global step each fit starts from: which checkpoint was resumed."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_start(self, trainer, pl_module):
+        self.steps.append(trainer.global_step)
+
+
+# 2 batches an epoch, last.ckpt every 3 steps: after 2 epochs last.prev.ckpt is step 3 (the periodic
+# save) and last.ckpt step 4 (the final save), so which of them a resume used shows in its step
+EVERY_3 = {"trainer": {"checkpoint_every_n_steps": 3, "max_epochs": 2}}
+
+
 def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(tiny_overrides, tmp_path, capsys):
-    cfg = merge(tiny_overrides, {"trainer": {"checkpoint_every_n_steps": 1, "max_epochs": 2}})
+    cfg = merge(tiny_overrides, EVERY_3)
     fit(build_run_config(cfg))
     ckpts = tmp_path / "run" / "checkpoints"
-    prev_step = read_checkpoint(ckpts / "last.prev.ckpt")["global_step"]
+    assert read_checkpoint(ckpts / "last.prev.ckpt")["global_step"] == 3
+    assert read_checkpoint(ckpts / "last.ckpt")["global_step"] == 4
     data = (ckpts / "last.ckpt").read_bytes()
     (ckpts / "last.ckpt").write_bytes(data[: len(data) // 2])  # truncated by hand
 
-    stats = fit(build_run_config(merge(cfg, {"trainer": {"max_epochs": 3}})))
+    start = StartStep()
+    stats = fit(build_run_config(merge(cfg, {"trainer": {"max_epochs": 3}})), callbacks=[start])
     err = capsys.readouterr().err
     assert "last.ckpt: not a readable PyTorch checkpoint" in err and "trying the previous checkpoint" in err
-    assert prev_step == 4 and stats["steps"] == 6  # resumed from the previous checkpoint's step 4
+    assert start.steps == [3] and stats["steps"] == 6  # resumed from last.prev.ckpt's step 3, not step 4
     assert read_checkpoint(ckpts / "last.ckpt")["global_step"] == 6
+    # the truncated file was moved aside (and named), never kept as the previous checkpoint
+    assert f"moved to {ckpts / 'last.corrupt.ckpt'}" in err
+    assert (ckpts / "last.corrupt.ckpt").read_bytes() == data[: len(data) // 2]
+    assert "loops" in read_checkpoint(ckpts / "last.prev.ckpt")
+
+
+def test_a_corrupt_last_checkpoint_twice_in_a_row_still_resumes(tiny_overrides, tmp_path, capsys):
+    """A resume from last.prev.ckpt followed by a single save, then a second corruption: the save
+    must not have turned the corrupt last.ckpt into last.prev.ckpt."""
+    cfg = build_run_config(merge(tiny_overrides, EVERY_3))
+    fit(cfg)
+    ckpts = tmp_path / "run" / "checkpoints"
+    start = StartStep()
+    for round in range(2):
+        (ckpts / "last.ckpt").write_bytes(b"\x00garbage" * 100)
+        stats = fit(cfg, callbacks=[start])  # step 3 -> 4: only the final save writes last.ckpt
+        assert stats["steps"] == 4, round
+        assert read_checkpoint(ckpts / "last.ckpt")["global_step"] == 4
+        assert read_checkpoint(ckpts / "last.prev.ckpt")["global_step"] == 3
+    assert start.steps == [3, 3]  # both times from the good step-3 checkpoint
+    err = capsys.readouterr().err
+    assert err.count("last.ckpt: refused to load") == 2 and err.count("unreadable last.ckpt was moved to") == 2
+    assert (ckpts / "last.corrupt.ckpt").read_bytes() == b"\x00garbage" * 100
 
 
 def test_no_readable_checkpoint_is_one_clear_error(tiny_overrides, tmp_path):

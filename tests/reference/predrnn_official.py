@@ -1,7 +1,22 @@
 """An independent, deliberately plain PredRNN / PredRNN-V2 written the way the official
 PyTorch code is organised (channels-last patched frames in, ``net_param`` state dict names,
-separate ``conv_x/h/m/o`` sequentials, the official mask indexing), re-implemented from
-REFERENCE.md for the parity tests. It shares no code with framecast.
+separate ``conv_x/h/m/o`` sequentials, the official mask indexing), re-implemented for the
+parity tests from:
+
+* the ST-LSTM unit equations (gates i, f, g from x and H; i', f', g' from x and the
+  spatiotemporal memory M; o from x, H and [C, M]; H = o * tanh(conv1x1([C, M]))) of Wang et al.,
+  "PredRNN: Recurrent Neural Networks for Predictive Learning using Spatiotemporal LSTMs",
+  NeurIPS 2017, https://papers.nips.cc/paper/6689, with the zigzag flow of M across layers;
+* the memory decoupling loss (mean |cosine similarity| of the adapted increments delta_C and
+  delta_M, weighted by beta) and reverse scheduled sampling of Wang et al., "PredRNN: A
+  Recurrent Neural Network for Spatiotemporal Predictive Learning", TPAMI 2022,
+  https://arxiv.org/abs/2103.09504;
+* the official code, https://github.com/thuml/predrnn-pytorch: core/layers/
+  SpatioTemporalLSTMCell.py and SpatioTemporalLSTMCell_v2.py (forget bias +1, layer norm over
+  (C, H, W)), core/models/predrnn.py and predrnn_v2.py (mask indexing, adapter, decoupling loss),
+  core/utils/preprocess.py (reshape_patch).
+
+It shares no code with framecast.
 """
 
 import torch
