@@ -5,10 +5,12 @@ at a batch size, peak resident memory of a training step, FLOPs per sample (coun
 torch.utils.flop_counter), and effective FLOP/s as a share of this machine's convolution
 throughput, measured in the same run with a large 5x5 convolution in fp32 and bf16.
 
-Each model runs in its own process so that peak memory is its own.
+Each model runs in its own process so that peak memory is its own. The models and their sizes
+come from the registry: every trainable model, at its registered ``cpu`` size (``--preset
+quick``) or its ``published`` size (``--preset official``).
 
-    python benchmarks/speed.py                       # quick CPU sizes, batch 16
-    python benchmarks/speed.py --preset official     # 4 x 128 channels, patch 4 (slow on a CPU)
+    python benchmarks/speed.py                       # recommended CPU sizes, batch 16
+    python benchmarks/speed.py --preset official     # published sizes, e.g. 4 x 128, patch 4 (slow on a CPU)
     python benchmarks/speed.py --models convlstm --precision bf16 --json out.json
 """
 
@@ -23,24 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-PRESETS = {
-    # the CPU sizes of configs/compare_quick.yaml (convlstm_seq2seq: smallest that fits a CPU)
-    "quick": {
-        "convlstm_seq2seq": {"hidden": 32, "patch_size": 4},
-        "convlstm": {"num_hidden": [64, 64], "filter_size": 3, "patch_size": 8},
-        "predrnn": {"num_hidden": [48, 48], "filter_size": 3, "patch_size": 8},
-        "predrnn_v2": {"num_hidden": [48, 48], "filter_size": 3, "patch_size": 8},
-        "maxvit": {},
-    },
-    # the papers' / official code's Moving MNIST configurations
-    "official": {
-        "convlstm_seq2seq": {},
-        "convlstm": {},
-        "predrnn": {},
-        "predrnn_v2": {},
-        "maxvit": {},
-    },
-}
+# --preset -> the registered size every model runs at (models/<family>.py, register_model sizes=)
+PRESET_SIZES = {"quick": "cpu", "official": "published"}
 
 
 def conv_peak(dtype: torch.dtype, seconds: float = 2.0) -> float:
@@ -71,7 +57,7 @@ def measure(
     if style != "reference":
         model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
-    clip = torch.rand(batch, n_context + n_future, 1, 64, 64)
+    clip = torch.rand(batch, n_context + n_future, getattr(model.config, "channels", 1), 64, 64)
     ctx, fut = clip[:, :n_context], clip[:, n_context:]
     mask = torch.ones(batch, n_context + n_future - 2) if model.uses_mask else None
     use_bf16 = precision == "bf16"
@@ -130,8 +116,13 @@ def measure(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    p.add_argument("--models", help="comma-separated subset of the preset's models")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESET_SIZES),
+        default="quick",
+        help="quick: every model's registered cpu size; official: its published size",
+    )
+    p.add_argument("--models", help="comma-separated models (default: every trainable model)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
@@ -168,9 +159,14 @@ def main() -> None:
         print(json.dumps(res))
         return
 
-    models = PRESETS[args.preset]
-    if args.models:
-        models = {m: models.get(m, {}) for m in args.models.split(",")}
+    from framecast.errors import ConfigError
+    from framecast.registry import get_entry, list_models, model_size
+
+    names = args.models.split(",") if args.models else [m for m in list_models() if get_entry(m).trainable]
+    try:  # baselines have no sizes: they run as they are
+        models = {m: model_size(m, PRESET_SIZES[args.preset]) if get_entry(m).sizes else {} for m in names}
+    except ConfigError as e:
+        p.error(str(e))
     models = {m: {**over, **json.loads(args.set)} for m, over in models.items()}
     peaks = {"fp32": conv_peak(torch.float32), "bf16": conv_peak(torch.bfloat16)}
     print(

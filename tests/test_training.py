@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import torch
 
 import framecast
@@ -99,16 +100,58 @@ def test_compare_writes_report_and_skips_finished_models(tiny_overrides, tmp_pat
     assert sum("reusing" in line for line in lines) == 4 and not any("training" in line for line in lines)
 
 
-def test_export_safetensors_roundtrip(tiny_overrides, tmp_path, capsys):
+def test_an_export_comes_back_wherever_a_checkpoint_goes(tiny_overrides, tmp_path, capsys):
+    from PIL import Image
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     stats = fit(build_run_config(tiny_overrides))
     out = tmp_path / "model.safetensors"
     assert main(["export", stats["best_checkpoint"], "--out", str(out)]) == 0
-    assert out.is_file() and (tmp_path / "model.json").is_file()
     a = framecast.load_checkpoint(stats["best_checkpoint"])
-    b = load_safetensors(out)
+    assert a.checkpoint_meta["n_context"] == 4 and a.checkpoint_meta["n_future"] == 3
+    # the checkpoint's whole framecast metadata is in the safetensors header, and in the side JSON
+    with safe_open(str(out), framework="pt") as f:
+        assert json.loads(f.metadata()["framecast"]) == a.checkpoint_meta
+    assert json.loads((tmp_path / "model.json").read_text()) == a.checkpoint_meta
+    # load_checkpoint takes the export, recognised by its content under any name
+    renamed = tmp_path / "weights.bin"
+    renamed.write_bytes(out.read_bytes())
     x = torch.rand(1, 4, 1, 64, 64)
-    torch.testing.assert_close(framecast.forecast(a, x, 2), framecast.forecast(b, x, 2))
-    assert export_safetensors  # the Python API is public too
+    for path in (out, renamed):
+        b = framecast.load_checkpoint(path)
+        assert b.model_name == "convlstm" and b.config == a.config and not b.training
+        assert b.checkpoint_meta == a.checkpoint_meta
+        torch.testing.assert_close(framecast.forecast(b, x, 2), framecast.forecast(a, x, 2), rtol=0, atol=0)
+    torch.testing.assert_close(framecast.forecast(load_safetensors(out), x, 2), framecast.forecast(a, x, 2))
+    # exporting the export gives the same header and tensors: nothing is lost on the way
+    again = export_safetensors(renamed, tmp_path / "again.safetensors")
+    with safe_open(str(out), framework="pt") as f, safe_open(str(again), framework="pt") as g:
+        assert f.metadata() == g.metadata() and f.keys() == g.keys()
+        assert all(torch.equal(f.get_tensor(k), g.get_tensor(k)) for k in f.keys())
+    # every command that takes a checkpoint takes the export
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t in range(7):
+        img = np.zeros((64, 64), np.uint8)
+        img[20:30, 5 + 6 * t : 15 + 6 * t] = 255
+        Image.fromarray(img).save(frames / f"{t}.png")
+    capsys.readouterr()
+    assert main(["forecast", str(frames), "--checkpoint", str(out), "--out", str(tmp_path / "f.gif")]) == 0
+    printed = capsys.readouterr().out
+    assert "frames 0..3" in printed and "3 predicted, 3 with truth" in printed  # the horizons came along
+    scores = tmp_path / "scores"
+    small = ["--data.n_context", "4", "--data.n_future", "3", "--data.test_size", "2", "--out", str(scores)]
+    assert main(["test", "--checkpoint", str(renamed), *small, "--trainer.enable_progress_bar", "false"]) == 0
+    assert json.loads((scores / "metrics.json").read_text())["model"] == "convlstm"
+    # a safetensors file that framecast did not write is one clear line
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    (tmp_path / "broken.safetensors").write_bytes(b"not weights")
+    capsys.readouterr()
+    for name, message in (("foreign", "without framecast metadata"), ("broken", "not a readable safetensors file")):
+        assert main(["forecast", str(frames), "--checkpoint", str(tmp_path / f"{name}.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
 
 
 def test_a_fresh_run_in_the_same_folder_overwrites_best_and_last(tiny_overrides, tmp_path):

@@ -3,6 +3,7 @@
 import torch
 from torch import Tensor, nn
 
+from framecast.errors import InputError
 from framecast.models.base import Predictor
 
 
@@ -23,11 +24,11 @@ def forecast(model: nn.Module, context: Tensor, n_future: int) -> Tensor:
     if not isinstance(context, Tensor):
         raise TypeError(f"context must be a torch.Tensor (B, T, C, H, W), got {type(context).__name__}")
     if n_future < 1:
-        raise ValueError(f"n_future must be at least 1, got {n_future}")
+        raise InputError(f"n_future must be at least 1, got {n_future}")
     single = context.dim() == 4
     x = context[None] if single else context
     if x.dim() == 5 and torch.is_floating_point(x) and (x.min() < 0 or x.max() > 1):
-        raise ValueError(
+        raise InputError(
             f"context frames must lie in [0, 1], got values from {x.min().item():.3g} to {x.max().item():.3g}"
         )
     was_training = model.training

@@ -3,11 +3,13 @@
 Every load uses ``torch.load(..., weights_only=True)``: a checkpoint from a stranger can carry
 tensors and plain containers, never code. A framecast checkpoint stores the model's registry
 name and full config under the key ``"framecast"``, so the network can be rebuilt from the file
-alone.
+alone. An export (``export_safetensors``) carries the same metadata in its safetensors header
+and loads through ``load_checkpoint`` like the checkpoint it came from.
 """
 
 import io
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -63,9 +65,17 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 def resume_checkpoint(path: str | Path, warn=None) -> Path | None:
     """The newest readable checkpoint among ``path`` and its previous copy, or None if neither
-    exists. A truncated or foreign file is named (through ``warn``) and passed over."""
+    exists. A truncated or foreign file is named (through ``warn``) and passed over.
+
+    When ``path`` is unreadable and its previous copy is used, ``path`` is moved aside to
+    ``<stem>.corrupt<suffix>`` (``last.corrupt.ckpt``): otherwise the next
+    ``atomic_write(path, ..., keep_previous=True)`` would make the bad file the previous copy and
+    drop the good one. With no readable checkpoint at all nothing is moved.
+    """
     path = Path(path)
-    for candidate in (path, previous_path(path)):
+    prev = previous_path(path)
+    bad = False
+    for candidate in (path, prev):
         if not candidate.is_file():
             continue
         try:
@@ -75,7 +85,16 @@ def resume_checkpoint(path: str | Path, warn=None) -> Path | None:
         except FramecastError as e:
             if warn is not None:
                 warn(f"{e}; trying the previous checkpoint")
+            bad = bad or candidate == path
             continue
+        if candidate == prev and bad:
+            corrupt = path.with_name(f"{path.stem}.corrupt{path.suffix}")
+            try:
+                path.replace(corrupt)  # atomic, replaces an older corrupt copy
+            except FileNotFoundError:  # another DDP rank moved it first
+                pass
+            if warn is not None:
+                warn(f"resuming from {prev.name}; the unreadable {path.name} was moved to {corrupt}")
         return candidate
     if path.is_file() or previous_path(path).is_file():
         raise FramecastError(
@@ -90,21 +109,28 @@ def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
 
 
-def load_checkpoint(path: str | Path) -> nn.Module:
-    """Rebuild the model stored in a framecast checkpoint and load its weights (eval mode).
+def is_safetensors(path: str | Path) -> bool:
+    """Whether ``path`` holds a safetensors file, judged by its content (any name): 8 bytes of
+    little-endian header length, then a JSON header of that length. A PyTorch checkpoint starts
+    with a zip (``PK``) or pickle (``0x80``) signature instead."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 2 <= int.from_bytes(head[:8], "little") <= size - 8
 
-    Accepts checkpoints written by ``framecast fit`` / ``compare`` and by ``framecast convert``.
-    """
-    ckpt = read_checkpoint(path)
-    meta = ckpt.get("framecast")
-    if not isinstance(meta, dict) or "model" not in meta:
-        raise FramecastError(
-            f"{path}: not a framecast checkpoint (no model name and config inside); weights from "
-            f"the official PredRNN code or OpenSTL go through `framecast convert` first"
-        )
+
+def _build_model(path: Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    """The model ``meta`` names, with ``state`` loaded, in eval mode; ``model.checkpoint_meta`` is ``meta``."""
     model = create_model(meta["model"], **meta.get("config", {}))
-    state = model_state(ckpt)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        raise FramecastError(f"{path}: weights do not fit model '{meta['model']}' ({_first_line(e)})") from None
     if missing or unexpected:
         raise FramecastError(
             f"{path}: weights do not fit model '{meta['model']}' (missing {missing[:3]}, unexpected {unexpected[:3]})"
@@ -114,43 +140,90 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     return model
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip() and "Error(s) in loading" not in line]
+    return (lines[0] if lines else type(e).__name__)[:200]
+
+
+def load_checkpoint(path: str | Path) -> nn.Module:
+    """Rebuild the model stored in a framecast checkpoint and load its weights (eval mode).
+
+    Accepts checkpoints written by ``framecast fit`` / ``compare`` and by ``framecast convert``,
+    and safetensors files written by ``framecast export`` (recognised by their content). Either
+    way ``model.checkpoint_meta`` is the checkpoint's framecast metadata (model name, config,
+    horizons and whatever the run stored there).
+    """
+    path = Path(path)
+    if path.is_file() and (is_safetensors(path) or path.suffix.lower() == ".safetensors"):
+        return load_safetensors(path)
+    ckpt = read_checkpoint(path)
+    meta = ckpt.get("framecast")
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise FramecastError(
+            f"{path}: not a framecast checkpoint (no model name and config inside); weights from "
+            f"the official PredRNN code or OpenSTL go through `framecast convert` first"
+        )
+    return _build_model(path, meta, model_state(ckpt))
+
+
+def _model_meta(model: nn.Module) -> dict[str, Any]:
+    """The framecast metadata of ``model``: what it was loaded with (``checkpoint_meta``), with
+    its name and full config."""
+    meta = dict(getattr(model, "checkpoint_meta", None) or {})
+    return {**meta, "format": meta.get("format", 1), "model": model.model_name, "config": to_dict(model.config)}
+
+
 def save_model_checkpoint(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-    """Write a minimal framecast checkpoint (name, config, weights) atomically."""
+    """Write a minimal framecast checkpoint (name, config, weights) atomically. A model from
+    ``load_checkpoint`` keeps the rest of its metadata (horizons, the run's data config)."""
     ckpt = {
-        "framecast": {"format": 1, "model": model.model_name, "config": to_dict(model.config), **(extra or {})},
+        "framecast": {**_model_meta(model), **(extra or {})},
         "state_dict": {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()},
     }
     atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 def export_safetensors(checkpoint: str | Path, out: str | Path) -> Path:
-    """Export a checkpoint's weights to ``out`` (safetensors) and its config to ``out`` + .json."""
+    """Export a checkpoint's weights to ``out`` (safetensors) and return ``out``.
+
+    The checkpoint's whole framecast metadata (model name, config, horizons, the run's data
+    config if it has one) goes into the safetensors header under ``"framecast"`` (JSON), so the
+    file loads wherever a checkpoint does (``load_checkpoint``, ``--checkpoint``); a copy goes
+    to ``out`` with the suffix ``.json``, for people and tools that do not read the header.
+    """
     from safetensors.torch import save
 
     model = load_checkpoint(checkpoint)
-    meta = {"model": model.model_name, "config": to_dict(model.config)}
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = _model_meta(model)
+    text = json.dumps(meta)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     out = Path(out)
-    atomic_write(out, lambda f: f.write(save(tensors, metadata={"framecast": json.dumps(meta)})))
+    atomic_write(out, lambda f: f.write(save(tensors, metadata={"format": "pt", "framecast": text})))
     atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=2))
     return out
 
 
 def load_safetensors(path: str | Path) -> nn.Module:
-    """Rebuild a model from a safetensors file written by ``export_safetensors``."""
+    """Rebuild a model from a safetensors file written by ``export_safetensors`` (eval mode);
+    ``load_checkpoint`` calls this for such files."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise FramecastError(f"weights file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("framecast", "null"))
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise FramecastError(f"{path}: not a readable safetensors file ({str(e)[:160]})") from None
-    if not meta:
-        raise FramecastError(f"{path}: safetensors file without framecast metadata (model name and config)")
-    model = create_model(meta["model"], **meta["config"])
-    model.load_state_dict(tensors)
-    return model.eval()
+        raise FramecastError(f"{path}: not a readable safetensors file ({_first_line(e)[:160]})") from None
+    try:
+        meta = json.loads(header.get("framecast", "null"))
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise FramecastError(
+            f"{path}: safetensors file without framecast metadata (model name and config); "
+            f"framecast loads the files `framecast export` writes"
+        )
+    return _build_model(path, meta, tensors)

@@ -4,11 +4,15 @@
     framecast fit     [--config FILE]... [--section.key VALUE]... [--no-resume]
     framecast test    [--checkpoint CKPT] [--config FILE]... [--section.key VALUE]... [--out DIR]
     framecast compare [--config FILE]... [--models a,b] [--section.key VALUE]...
+    framecast forecast VIDEO --checkpoint CKPT [--out forecast.gif]
     framecast export  CKPT --out model.safetensors
     framecast convert SRC --from official|openstl --model predrnn_v2 [--set key=value]... --out CKPT
 
 Configs follow Lightning's conventions: YAML files with sections ``model``, ``data``,
 ``train`` and ``trainer``, later files and dotted overrides winning (``--trainer.max_epochs 3``).
+Wherever a command takes a checkpoint, an exported ``.safetensors`` file works too.
+``python -m framecast`` is the same command. ``--debug`` (before or after the command, or
+``FRAMECAST_DEBUG=1``) shows the traceback of any error instead of one line.
 """
 
 import argparse
@@ -60,9 +64,18 @@ def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
     if not names:
         raise FramecastError(f"no model matches '{args.pattern}'; `framecast models` lists them all")
     width = max(map(len, names))
+    order = ("published", "cpu", "test")
+    print(f"{'model':<{width}}  " + "  ".join(f"{s:>9}" for s in order) + "  (parameters per registered size)")
     for name in names:
-        n = sum(p.numel() for p in create_model(name).parameters())
-        print(f"{name:<{width}}  {n / 1e6:7.2f} M  {get_entry(name).description}")
+        entry = get_entry(name)
+        counts = []
+        for size in order:
+            if size in entry.sizes:
+                n = sum(p.numel() for p in create_model(name, size=size).parameters())
+                counts.append(f"{n / 1e6:7.2f} M")
+            else:
+                counts.append(f"{'-' if entry.trainable else '0':>9}")
+        print(f"{name:<{width}}  {'  '.join(counts)}  {entry.description}")
 
 
 def _is_rank_zero() -> bool:
@@ -87,17 +100,67 @@ def cmd_fit(args: argparse.Namespace, rest: list[str]) -> None:
         print(json.dumps({k: v for k, v in stats.items() if k != "loss_curve"}, indent=2))
 
 
+def _trained_data(checkpoint: str, model: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The data config ``checkpoint`` was trained on (None: unknown), and a note when it was not
+    stored in the checkpoint: from the run folder's config.yaml beside checkpoints/, else none
+    (the defaults). Checkpoints of ``framecast convert`` and older ones store no data."""
+    import dataclasses
+
+    from framecast.config import DataConfig, load_yaml
+
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    run = (getattr(model, "checkpoint_meta", None) or {}).get("run_config")
+    if isinstance(run, dict) and isinstance(run.get("data"), dict):
+        return {k: v for k, v in run["data"].items() if k in known}, None
+    path = Path(checkpoint)
+    config = path.parent.parent / "config.yaml"
+    if path.parent.name == "checkpoints" and config.is_file():
+        data = load_yaml(config).get("data")
+        if isinstance(data, dict):
+            return (
+                {k: v for k, v in data.items() if k in known},
+                f"{path} does not store the data it was trained on; scoring on the data of {config}",
+            )
+    return None, (
+        f"{path} does not store the data it was trained on, and no run folder's config.yaml is beside it; "
+        f"scoring on the default data (built-in Moving MNIST 64x64, 10 -> 10) unless told otherwise"
+    )
+
+
 def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast import create_model, load_checkpoint
-    from framecast.config import build_run_config, resolve_model_config
+    from framecast.config import (
+        TEST_SAFE_DATA_KEYS,
+        DataConfig,
+        build_dataclass,
+        build_run_config,
+        merge,
+        resolve_model_config,
+        show_value,
+        to_dict,
+    )
     from framecast.io import atomic_write_text
-    from framecast.runner import test_model
+    from framecast.runner import check_model_fits, describe_data, test_model
 
     values = _values(rest)
     if args.checkpoint:
         model = load_checkpoint(args.checkpoint)
+        trained, guessed = _trained_data(args.checkpoint, model)
+        if guessed and _is_rank_zero():
+            print(f"framecast: note: {guessed}", file=sys.stderr)
         values.setdefault("model", {})["name"] = model.model_name
-        cfg = build_run_config(values)
+        cfg = build_run_config(merge({"data": trained or {}}, values))  # the checkpoint's data by default
+        check_model_fits(model, cfg.data)  # data the model cannot take: one error line, no note first
+        if trained is not None and _is_rank_zero():
+            was, now = to_dict(build_dataclass(DataConfig, trained, prefix="data.")), to_dict(cfg.data)
+            changed = [k for k in now if k not in TEST_SAFE_DATA_KEYS and now[k] != was.get(k)]
+            if changed:
+                print(
+                    "framecast: note: scoring on other data than the checkpoint was trained on ("
+                    + "; ".join(f"data.{k}: {show_value(was.get(k))} -> {show_value(now[k])}" for k in changed)
+                    + ")",
+                    file=sys.stderr,
+                )
     else:
         if "name" not in values.get("model", {}):
             raise FramecastError(
@@ -111,7 +174,8 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     if not _is_rank_zero():
         return  # under DDP every rank holds the gathered results; rank 0 writes them
     out = Path(args.out or (Path(args.checkpoint).parent.parent / "test" if args.checkpoint else "runs/test"))
-    atomic_write_text(out / "metrics.json", json.dumps({"model": model.model_name, **res}, indent=2))
+    record = {"model": model.model_name, "checkpoint": args.checkpoint, **res, "data_config": to_dict(cfg.data)}
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=2))
     buf = io.StringIO()
     names = list(res["per_horizon"])
     w = csv.writer(buf)
@@ -119,6 +183,7 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     for h in range(len(res["per_horizon"][names[0]])):
         w.writerow([h + 1, *(res["per_horizon"][n][h] for n in names)])
     atomic_write_text(out / "per_horizon.csv", buf.getvalue())
+    print(f"{model.model_name} on {describe_data(res['data'])}:")
     print(json.dumps(res["mean"], indent=2))
     print(f"wrote {out / 'metrics.json'} and {out / 'per_horizon.csv'}")
 
@@ -144,7 +209,9 @@ def cmd_forecast(args: argparse.Namespace, rest: list[str]) -> None:
     if rest:
         raise FramecastError(f"unexpected arguments: {' '.join(rest)}")
     if not args.checkpoint:
-        raise FramecastError("framecast forecast needs --checkpoint CKPT (a model trained with framecast fit)")
+        raise FramecastError(
+            "framecast forecast needs --checkpoint CKPT (a model trained with framecast fit, or its export)"
+        )
     model = load_checkpoint(args.checkpoint)
     out = Path(args.out or Path(args.video).with_suffix("").name + "_forecast.gif")
     res = forecast_video(
@@ -187,8 +254,12 @@ def cmd_convert(args: argparse.Namespace, rest: list[str]) -> None:
     print(f"wrote {out}")
 
 
+DEBUG_HELP = "show the full traceback of any error (also: FRAMECAST_DEBUG=1)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="framecast", description="Video frame prediction: train, test, compare, forecast.")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("models", help="list the registered models")
     s.add_argument("pattern", nargs="?", default="*")
@@ -210,16 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compare)
     s = sub.add_parser("forecast", help="forecast the future of a video from a checkpoint; writes a GIF or MP4")
     s.add_argument("video", help="a video file or a folder of frame images")
-    s.add_argument("--checkpoint", help="a framecast checkpoint")
+    s.add_argument("--checkpoint", help="a framecast checkpoint, or its .safetensors export")
     s.add_argument("--start", type=int, default=0, help="first context frame (index)")
     s.add_argument("--start-time", type=float, help="first context frame (seconds; instead of --start)")
     s.add_argument("--n-future", type=int, help="frames to predict (default: the model's)")
     s.add_argument("--fps", type=float, help="frame rate of the output (default: the video's)")
     s.add_argument("--out", help="output .gif or .mp4 (default: <video>_forecast.gif)")
     s.set_defaults(func=cmd_forecast)
-    s = sub.add_parser("export", help="export a checkpoint's weights as safetensors")
+    s = sub.add_parser("export", help="export a checkpoint's weights as safetensors (loads wherever a checkpoint does)")
     s.add_argument("checkpoint")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="the .safetensors file (its metadata also goes to a .json beside it)")
     s.set_defaults(func=cmd_export)
     s = sub.add_parser("convert", help="turn official PredRNN or OpenSTL weights into a framecast checkpoint")
     s.add_argument("src")
@@ -228,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config values the weights do not show")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_convert)
+    for s in sub.choices.values():  # --debug also after the command; SUPPRESS keeps a --debug given before it
+        s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return p
 
 
@@ -241,18 +314,33 @@ def _one_line(e: BaseException) -> str:
     return " ".join(text.split()) or type(e).__name__
 
 
+def _worker_died(e: RuntimeError) -> bool:
+    """A DataLoader worker killed or crashed (out of memory, a signal): not an error in framecast.
+    An exception raised *inside* a worker arrives as "Caught X in DataLoader worker process N"
+    with its traceback, and is not this."""
+    text = str(e)
+    return "DataLoader worker (pid" in text and "Original Traceback" not in text
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2: a user error, shown as one line).
+
+    Only framecast's own errors (``FramecastError``: bad config, data or checkpoint) become one
+    line; anything else is a bug or an environment problem and keeps its traceback. ``--debug``
+    (or ``FRAMECAST_DEBUG=1``) shows the traceback of every error.
+    """
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    debug = args.debug or os.environ.get("FRAMECAST_DEBUG", "") not in ("", "0")
     try:
         args.func(args, rest)
-    except (FramecastError, ValueError, FileNotFoundError) as e:
-        if os.environ.get("FRAMECAST_DEBUG"):
+    except FramecastError as e:
+        if debug:
             raise
         print(f"framecast: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except RuntimeError as e:
-        if "DataLoader worker" not in str(e) or os.environ.get("FRAMECAST_DEBUG"):
+        if debug or not _worker_died(e):
             raise
         print(
             f"framecast: error: {_one_line(e)}; run the same command again to resume from the last checkpoint "
@@ -261,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except KeyboardInterrupt:
+        if debug:
+            raise
+        print("framecast: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except SystemExit as e:
+        # Ctrl+C inside trainer.fit / test: Lightning shuts down and calls sys.exit(1) itself
+        if debug or not isinstance(e.__context__, KeyboardInterrupt):
+            raise
         print("framecast: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return 0

@@ -37,7 +37,7 @@ from framecast.data import build_datasets
 from framecast.errors import FramecastError
 from framecast.io import atomic_write_text
 from framecast.registry import create_model, get_entry
-from framecast.runner import fit, test_model
+from framecast.runner import ConfigChanged, describe_data, fit, scored_data, test_model
 from framecast.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
 
 
@@ -189,9 +189,16 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
                 log(
                     f"[{label}] training ({'resuming' if (run_dir / 'checkpoints' / 'last.ckpt').is_file() else 'new run'}) -> {run_dir}"
                 )
-                stats = fit(run, resume=True)
+                try:
+                    stats = fit(run, resume=True)
+                except ConfigChanged as e:
+                    raise FramecastError(
+                        f"{run_dir} holds a half-trained '{label}' trained with another config "
+                        f"({'; '.join(e.changes)}); go back to the config it was trained with, or pick another "
+                        f"--out (or delete {run_dir}) to train '{label}' again"
+                    ) from None
                 model = load_checkpoint(stats["best_checkpoint"])
-            log(f"[{label}] testing on {len(data['test'])} clips")
+            log(f"[{label}] testing on {describe_data(scored_data(cfg.data, len(data['test'])))}")
             tested = test_model(model, run, lpips=scorer)
             model.eval()
             res = {
@@ -296,7 +303,10 @@ def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) ->
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", buf.getvalue())
     public = {label: {k: v for k, v in res.items() if k != "loss_curve"} for label, res in results.items()}
-    atomic_write_text(out / "results.json", json.dumps({"config": to_dict(cfg), "results": public}, indent=2))
+    scored = scored_data(cfg.data, next(iter(results.values()))["test"]["n_clips"])  # every model: these clips
+    atomic_write_text(
+        out / "results.json", json.dumps({"data": scored, "config": to_dict(cfg), "results": public}, indent=2)
+    )
     # figures
     per_h = {label: res["test"]["per_horizon"] for label, res in results.items()}
     plot_per_horizon(

@@ -13,6 +13,10 @@ class ConfigError(FramecastError, ValueError):
     """A config key, value or file is wrong."""
 
 
+class InputError(FramecastError, ValueError):
+    """Frames handed to a model have the wrong shape, type or range (a ``ValueError`` too)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -1,8 +1,15 @@
-"""The model registry: ``register_model``, ``create_model`` and ``list_models``.
+"""The model registry: ``register_model``, ``create_model``, ``list_models`` and ``model_size``.
 
 Every model family declares a typed config dataclass and registers one or more named variants
 of it. ``create_model(name, **overrides)`` builds ``ModelClass(Config(**defaults, **overrides))``
 and refuses unknown keys with the list of valid ones.
+
+A trainable model also registers named sizes, each a set of overrides: ``published`` (the
+paper's or official code's Moving MNIST size), ``cpu`` (the recommended CPU size, the model
+section of ``configs/cpu/<name>.yaml``) and ``test`` (seconds on a CPU at 64x64). The key
+``size`` picks one: ``create_model("convlstm", size="cpu")``, ``--model.size cpu`` or
+``size: cpu`` in YAML; explicit keys win over the size's. ``size`` is never part of the
+resolved config, so checkpoints store the sizes themselves.
 """
 
 import dataclasses
@@ -14,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from framecast.config import build_dataclass
-from framecast.errors import ConfigError, unknown_choice
+from framecast.errors import ConfigError, did_you_mean, unknown_choice
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,7 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     trainable: bool = True
+    sizes: dict[str, dict[str, Any]] = field(default_factory=dict)  # size name -> overrides
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -35,6 +43,7 @@ def register_model(
     config_cls: type,
     *,
     defaults: dict[str, Any] | None = None,
+    sizes: dict[str, dict[str, Any]] | None = None,
     description: str = "",
     trainable: bool = True,
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -44,6 +53,8 @@ def register_model(
         name: registry name, e.g. ``"predrnn"``.
         config_cls: the family's config dataclass.
         defaults: values that differ from the dataclass defaults for this variant.
+        sizes: named overrides on top of ``defaults``; trainable models register
+            ``published``, ``cpu`` and ``test`` (tests/test_models.py checks it).
         description: one line for ``framecast models``.
         trainable: False for parameter-free baselines (they are evaluated, never fitted).
     """
@@ -52,10 +63,21 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' is registered twice")
         fields = {f.name for f in dataclasses.fields(config_cls)}
-        bad = set(defaults or {}) - fields
-        if bad:
-            raise ValueError(f"model '{name}': defaults {sorted(bad)} are not fields of {config_cls.__name__}")
-        _REGISTRY[name] = ModelEntry(name, cls, config_cls, dict(defaults or {}), description, trainable)
+        if "size" in fields:
+            raise ValueError(f"model '{name}': 'size' is reserved (it picks a registered size); rename the field")
+        for what, values in [("defaults", defaults or {})] + [(f"size '{k}'", v) for k, v in (sizes or {}).items()]:
+            bad = set(values) - fields
+            if bad:
+                raise ValueError(f"model '{name}': {what} {sorted(bad)} are not fields of {config_cls.__name__}")
+        _REGISTRY[name] = ModelEntry(
+            name,
+            cls,
+            config_cls,
+            dict(defaults or {}),
+            description,
+            trainable,
+            {k: dict(v) for k, v in (sizes or {}).items()},
+        )
         return cls
 
     return wrap
@@ -72,10 +94,28 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
-def model_config(name: str, **overrides: Any) -> Any:
-    """The resolved, validated config of model ``name`` with ``overrides`` applied."""
+def model_size(name: str, size: str) -> dict[str, Any]:
+    """The overrides of the registered size ``size`` of model ``name`` (a copy)."""
     entry = get_entry(name)
-    values = {**entry.defaults, **overrides}
+    if not isinstance(size, str) or size not in entry.sizes:
+        if not entry.sizes:
+            raise ConfigError(f"model.size: model '{name}' has no registered sizes; leave model.size out")
+        choices = sorted(entry.sizes)
+        raise ConfigError(
+            f"model.size: model '{name}' has no size '{size}'{did_you_mean(str(size), choices)}; "
+            f"choose from: {', '.join(choices)}"
+        )
+    return dict(entry.sizes[size])
+
+
+def model_config(name: str, **overrides: Any) -> Any:
+    """The resolved, validated config of model ``name`` with ``overrides`` applied.
+
+    ``size=<name>`` starts from that registered size; the other overrides win over it.
+    """
+    entry = get_entry(name)
+    size = overrides.pop("size", None)
+    values = {**entry.defaults, **(model_size(name, size) if size is not None else {}), **overrides}
     return build_dataclass(entry.config_cls, values, prefix="model.")
 
 
@@ -84,6 +124,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
     Example:
         >>> model = create_model("convlstm", num_hidden=(32, 32), patch_size=4)
+        >>> model = create_model("convlstm", size="cpu")  # the recommended CPU size
     """
     entry = get_entry(name)
     model = entry.cls(model_config(name, **overrides))

@@ -11,17 +11,20 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from framecast.checkpoint import SafeCheckpointIO, resume_checkpoint
-from framecast.config import RunConfig, resolve_model_config, save_yaml, to_dict
+from framecast.checkpoint import SafeCheckpointIO, read_checkpoint, resume_checkpoint
+from framecast.config import DataConfig, RunConfig, config_changes, resolve_model_config, save_yaml, to_dict
 from framecast.data import FrameDataModule
 from framecast.errors import FramecastError, warn
 from framecast.io import atomic_write_text
+from framecast.lightning_compat import batches_done, quiet_lightning
+from framecast.progress import PlainProgress, draws_on_a_terminal
 from framecast.task import FrameTask, is_trainable
 
-# Lightning's advice about worker counts and logging intervals is noise on tiny CPU runs.
+# Lightning's advice about worker counts and logging intervals is noise on tiny CPU runs. (Its
+# info chatter, devices and install tips, is a log, not a warning: make_trainer quiets it.)
 for pattern in (
     ".*does not have many workers.*",
     ".*log_every_n_steps.*",
@@ -29,6 +32,7 @@ for pattern in (
     ".*tensorboardX.*",
     ".*manual optimization and every_n_train_steps.*",
     ".*litmodels.*",
+    ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run writes into its own folder
 ):
     warnings.filterwarnings("ignore", message=pattern)
 
@@ -87,6 +91,10 @@ def make_trainer(
     loggers = (
         [TensorBoardLogger(out, name="tb", version=""), CSVLogger(out, name="csv", version="")] if logger else False
     )
+    quiet_lightning()  # no "GPU available", limit_* notes or install tips: progress and results only
+    callbacks = list(callbacks or [])
+    if t.enable_progress_bar and not draws_on_a_terminal() and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(PlainProgress())  # a log file gets plain lines, not thousands of bar redraws
     return L.Trainer(
         default_root_dir=out,
         plugins=[SafeCheckpointIO()],
@@ -108,9 +116,38 @@ def make_trainer(
         enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False,
         enable_checkpointing=checkpointing,  # False: no default ModelCheckpoint (and no tip about it)
-        callbacks=callbacks or [],
+        callbacks=callbacks,
         logger=loggers,
     )
+
+
+class ConfigChanged(FramecastError):
+    """A run would resume from a checkpoint trained with another config; ``changes`` names the
+    keys, ``"key: old -> new"``."""
+
+    def __init__(self, message: str, changes: list[str]) -> None:
+        super().__init__(message)
+        self.changes = changes
+
+
+def check_resume(ckpt: Path, resolved: dict[str, Any], processes: int, log=warn) -> None:
+    """Refuse (``ConfigChanged``) to resume from ``ckpt`` with the resolved run config
+    ``resolved`` when it differs from the one stored in the checkpoint in a key that matters
+    (``config.RESUME_SAFE_KEYS`` lists those that do not). A checkpoint that stores no config
+    (written before framecast stored it) resumes with a warning through ``log``."""
+    meta = read_checkpoint(ckpt).get("framecast")
+    stored = meta.get("run_config") if isinstance(meta, dict) else None
+    if not isinstance(stored, dict):
+        log(f"{ckpt} does not store the config it was trained with (an older checkpoint); resuming unchecked")
+        return
+    changes = config_changes(stored, resolved, (int(meta.get("processes", 1)), processes))
+    if changes:
+        raise ConfigChanged(
+            f"{ckpt} was trained with another config ({'; '.join(changes)}); to resume, run it with the config "
+            f"it was trained with ({ckpt.parent.parent / 'config.yaml'}); to start over, pick a new --out_dir "
+            f"or pass --no-resume (overwrites this run)",
+            changes,
+        )
 
 
 def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = None) -> dict[str, Any]:
@@ -118,7 +155,8 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
 
     The run folder ``cfg.out_dir`` receives ``config.yaml`` (the resolved config),
     ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``, and TensorBoard logs in ``tb/``.
-    With ``resume`` and a ``last.ckpt`` present, training continues from it.
+    With ``resume`` and a ``last.ckpt`` present, training continues from it, if it was trained
+    with the same config (every checkpoint stores it; ``check_resume`` says what may differ).
     """
     out = Path(cfg.out_dir)
     if not is_trainable(cfg.model_name):
@@ -129,6 +167,7 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     data.setup()  # fail on bad data before the run folder is touched
     resolved = to_dict(cfg)
     resolved["model"] = {"name": cfg.model_name, **task.hparams.model_config}
+    task.run_config = resolved  # every checkpoint stores it: its data, and what a resume must match
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -148,20 +187,20 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     )
     clock = TrainingClock()
     trainer = make_trainer(cfg, callbacks=[best, last, clock, *(callbacks or [])])
-    if trainer.is_global_zero:
-        save_yaml(resolved, out / "config.yaml")
     ckpt_path = ckpt_dir / "last.ckpt"
     # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers
     # only; a truncated last.ckpt falls back to the one before it (last.prev.ckpt).
     start = resume_checkpoint(ckpt_path, warn=warn) if resume else None
+    if start is not None:  # before config.yaml is rewritten: it must keep describing the checkpoint
+        check_resume(start, resolved, trainer.world_size, warn if trainer.is_global_zero else lambda _: None)
+    if trainer.is_global_zero:
+        save_yaml(resolved, out / "config.yaml")
     trainer.fit(task, datamodule=data, ckpt_path=str(start) if start else None, weights_only=True)
     trainer.save_checkpoint(ckpt_path, weights_only=False)
     stats = {
         "train_seconds": clock.seconds,
         # fractional: a time budget usually stops inside an epoch
-        "epochs": round(
-            trainer.fit_loop.epoch_loop.batch_progress.total.completed / max(1, trainer.num_training_batches), 4
-        ),
+        "epochs": round(batches_done(trainer) / max(1, trainer.num_training_batches), 4),
         "steps": trainer.global_step,
         "loss_curve": clock.curve,
         "best_checkpoint": str(Path(best.best_model_path)) if best.best_model_path else str(ckpt_path),
@@ -177,13 +216,9 @@ def test_model(model: torch.nn.Module, cfg: RunConfig, lpips=None) -> dict[str, 
     """Score ``model`` on the test set of ``cfg.data``; returns means and per-horizon lists.
 
     ``lpips``: an optional ``framecast.lpips_metric.LPIPS`` scorer adding the ``lpips`` metric.
+    The result's ``data`` names the clips scored (``scored_data``).
     """
-    channels = getattr(model.config, "channels", None)
-    if channels is not None and channels != cfg.data.channels:
-        raise FramecastError(
-            f"the model reads {channels}-channel frames but data.channels is {cfg.data.channels}; "
-            f"set --data.channels {channels}"
-        )
+    check_model_fits(model, cfg.data)
     horizon = cfg.data.test_length - cfg.data.n_context
     task = FrameTask(model.model_name, to_dict(model.config), cfg.data.n_context, horizon, to_dict(cfg.train), lpips)
     task.model.load_state_dict(model.state_dict())
@@ -193,8 +228,66 @@ def test_model(model: torch.nn.Module, cfg: RunConfig, lpips=None) -> dict[str, 
     trainer = make_trainer(cfg, logger=False, checkpointing=False)
     trainer.test(task, datamodule=data, verbose=False)
     res = task.test_results
+    n_clips = len(data.datasets["test"])
     return {
+        "data": scored_data(cfg.data, n_clips),
         "mean": {k: float(v.mean()) for k, v in res.items()},
         "per_horizon": {k: [float(x) for x in v] for k, v in res.items()},
-        "n_clips": len(data.datasets["test"]),
+        "n_clips": n_clips,
     }
+
+
+def check_model_fits(model: torch.nn.Module, data: DataConfig) -> None:
+    """Refuse, in one line, data that ``model`` cannot predict: other channels, a frame size its
+    weights do not take (fixed size, or not divisible by its patch), fewer context frames than
+    it reads. Any horizon works: every model rolls out (or chunks) as far as asked."""
+    c = model.config
+    channels = getattr(c, "channels", None)
+    if channels is not None and channels != data.channels:
+        raise FramecastError(
+            f"the model reads {channels}-channel frames but data.channels is {data.channels}; "
+            f"set --data.channels {channels}"
+        )
+    size = getattr(c, "image_size", None)
+    if size is not None and getattr(model, "fixed_size", False) and size != data.image_size:
+        raise FramecastError(
+            f"the model takes {size}x{size} frames only (its weights fix the frame size) but data.image_size "
+            f"is {data.image_size}; set --data.image_size {size}"
+        )
+    patch = getattr(c, "patch_size", 1)
+    if data.image_size % patch:
+        raise FramecastError(
+            f"data.image_size {data.image_size} is not divisible by the model's patch_size {patch}; "
+            f"pick a multiple of {patch}"
+        )
+    n_context = getattr(c, "n_context", None)
+    if n_context is not None and data.n_context < n_context:
+        raise FramecastError(
+            f"the model reads {n_context} context frames but data.n_context is {data.n_context}; "
+            f"set --data.n_context {n_context}"
+        )
+
+
+def scored_data(data: DataConfig, n_clips: int) -> dict[str, Any]:
+    """What a test score was measured on; every score travels with it."""
+    return {
+        "dataset": data.name,
+        "root": data.root,
+        "test_file": data.test_file,
+        "split": "test",
+        "image_size": data.image_size,
+        "channels": data.channels,
+        "n_context": data.n_context,
+        "n_future": data.test_length - data.n_context,
+        "n_clips": n_clips,
+        "seed": data.seed,
+    }
+
+
+def describe_data(d: dict[str, Any]) -> str:
+    """``scored_data`` in one line: ``moving_mnist test split, 6 clips of 32x32x1, 4 -> 3 frames``."""
+    where = "".join(f", {k} {d[k]}" for k in ("root", "test_file") if d.get(k))
+    return (
+        f"{d['dataset']} {d['split']} split, {d['n_clips']} clips of {d['image_size']}x{d['image_size']}x"
+        f"{d['channels']}, {d['n_context']} -> {d['n_future']} frames{where}"
+    )

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
 from framecast import metrics as M
@@ -75,6 +76,9 @@ class FrameTask(L.LightningModule):
         self.test_metrics = FrameMetrics(n_future, lpips)
         self.val_metrics = FrameMetrics(n_future)
         self.test_results: dict[str, Tensor] | None = None
+        # The resolved run config (model, data, train, trainer) that runner.fit trains with;
+        # stored in every checkpoint, so a checkpoint knows its data and resuming can check it.
+        self.run_config: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ policy
 
@@ -196,12 +200,21 @@ class FrameTask(L.LightningModule):
         is further along (a time budget makes the schedule follow the clock)."""
         trainer = self.trainer
         progress = 0.0
+        # One clock, batches: global_step and max_steps count optimiser steps (two per batch with
+        # reverse_input), estimated_stepping_batches counts batches unless max_steps is smaller.
+        per_batch = 2 if self.cfg.reverse_input else 1
         total = trainer.estimated_stepping_batches
+        if trainer.max_steps != -1:
+            total = min(total, (trainer.max_steps + per_batch - 1) // per_batch)
         if total and total != float("inf"):
-            progress = self.global_step / total
-        timer = next((cb for cb in trainer.callbacks if type(cb).__name__ == "Timer"), None)
-        if timer is not None and timer._duration:
-            progress = max(progress, timer.time_elapsed("train") / timer._duration)
+            progress = (self.iteration - 1) / total
+        # A time budget (trainer.max_time_minutes) is Lightning's Timer: its public time_remaining
+        # is None without one, and elapsed + remaining is the budget (a resume counts time before it).
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is not None:
+            elapsed = timer.time_elapsed("train")
+            progress = max(progress, elapsed / max(elapsed + remaining, 1e-9))
         return progress
 
     # ------------------------------------------------------------------ checkpoints and logging
@@ -214,6 +227,10 @@ class FrameTask(L.LightningModule):
             "n_context": self.n_context,
             "n_future": self.n_future,
         }
+        if self.run_config is not None:
+            checkpoint["framecast"]["run_config"] = self.run_config
+            # data.batch_size is per process: the global batch needs the number of processes
+            checkpoint["framecast"]["processes"] = self._trainer.world_size if self._trainer is not None else 1
 
     def _check_batch(self, batch: Tensor) -> None:
         want = self.n_context + self.n_future

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from framecast.config import DataConfig
 from framecast.data.moving_mnist import FixedClips, MovingMNIST, fixed_test_set, load_test_file, mnist_digits
 from framecast.errors import ConfigError, unknown_choice
+from framecast.lightning_compat import batches_done_in_epoch
 
 DATASETS = ("moving_mnist", "kth", "ucf101", "video_folder")
 
@@ -147,9 +148,9 @@ class FrameDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return {}
-        # Batches of this epoch whose optimiser step is done ("processed"): a checkpoint saved
-        # in on_train_batch_end comes after the step but before Lightning marks it completed.
-        done, epoch = trainer.fit_loop.epoch_loop.batch_progress.current.processed, trainer.current_epoch
+        # Batches of this epoch whose step is done, counting the one a checkpoint saved in
+        # on_train_batch_end comes after (Lightning has no public count; lightning_compat has it).
+        done, epoch = batches_done_in_epoch(trainer), trainer.current_epoch
         if done >= trainer.num_training_batches:  # the epoch is over: resume at the next one
             epoch, done = epoch + 1, 0
         return {"epoch": epoch, "batches_done": done}

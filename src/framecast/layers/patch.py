@@ -7,12 +7,14 @@ column in patch, channel), so ``(p1 p2 c)`` below, which keeps official weights 
 from einops import rearrange
 from torch import Tensor
 
+from framecast.errors import ConfigError
+
 
 def check_patch(image_size: int, patch_size: int, what: str = "model") -> None:
-    """Raise ``ValueError`` unless ``patch_size`` divides ``image_size``."""
+    """Raise ``ConfigError`` (a ``ValueError``) unless ``patch_size`` divides ``image_size``."""
     if patch_size < 1 or image_size % patch_size:
         fits = [p for p in range(1, min(image_size, 16) + 1) if image_size % p == 0]
-        raise ValueError(
+        raise ConfigError(
             f"{what}: patch_size {patch_size} does not divide image_size {image_size}; patch sizes that fit: {fits}"
         )
 

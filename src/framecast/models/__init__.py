@@ -1,4 +1,4 @@
-"""Model families. Adding one is one new file here and one import line below."""
+"""Model families. Adding one is one new file here and one import line below (CONTRIBUTING.md)."""
 
 from framecast.models import baselines, convlstm, maxvit, predrnn  # noqa: F401  (registers the models)
 from framecast.models.base import Prediction, Predictor

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from framecast.errors import InputError
 from framecast.layers import patchify, unpatchify
 
 
@@ -75,28 +76,28 @@ class Predictor(nn.Module):
         raise NotImplementedError
 
     def check_input(self, context: Tensor) -> None:
-        """Raise ``ValueError`` naming expected and actual shapes for a wrong input."""
+        """Raise ``InputError`` (a ``ValueError``) naming expected and actual shapes for a wrong input."""
         cfg = self.config
         if not isinstance(context, Tensor) or context.dim() != 5:
             shape = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
-            raise ValueError(f"context must be a (B, T, C, H, W) tensor, got {shape}")
+            raise InputError(f"context must be a (B, T, C, H, W) tensor, got {shape}")
         channels = getattr(cfg, "channels", None)
         if channels is not None and context.shape[2] != channels:
-            raise ValueError(
+            raise InputError(
                 f"context has {context.shape[2]} channels but the model expects {channels} (B, T, C, H, W); got {tuple(context.shape)}"
             )
         size = getattr(cfg, "image_size", None)
         if size is not None and self.fixed_size and tuple(context.shape[-2:]) != (size, size):
-            raise ValueError(
+            raise InputError(
                 f"context frames are {context.shape[-2]}x{context.shape[-1]} but the model expects {size}x{size}"
             )
         patch = getattr(cfg, "patch_size", 1)
         if context.shape[-1] % patch or context.shape[-2] % patch:
-            raise ValueError(
+            raise InputError(
                 f"frame size {context.shape[-2]}x{context.shape[-1]} is not divisible by patch_size {patch}"
             )
         if not torch.is_floating_point(context):
-            raise ValueError(f"context must be float frames in [0, 1], got dtype {context.dtype}")
+            raise InputError(f"context must be float frames in [0, 1], got dtype {context.dtype}")
 
     # Models whose parameters depend on the frame size (layer norm, attention) set this.
     fixed_size: bool = False

@@ -16,6 +16,10 @@ Departures: the seq2seq head is a ``Conv2d`` applied per frame, which equals the
 ``Conv3d`` with kernel (1, 3, 3) (same parameter count). ``patch_size`` of the seq2seq form
 defaults to 1 (the tutorial); larger values are a CPU speed option, not the tutorial. The
 stacked cells use no bias and a forget bias of +1, as the PredRNN family's cells do.
+
+Sizes (``size=``): ``published`` is the tutorial's 2+2 x 64 for the seq2seq form and PredRNN's
+ConvLSTM baseline (4 x 128, filter 5, patch 4) for the stacked one; ``cpu`` is the model section
+of ``configs/cpu/<name>.yaml``; ``test`` runs in seconds.
 """
 
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from framecast.errors import ConfigError
 from framecast.layers import ConvLSTMCell, check_patch, feedback_rollout, patchify, unpatchify
 from framecast.models.base import Prediction, Predictor
 from framecast.registry import register_model
@@ -39,12 +44,19 @@ class ConvLSTMSeq2SeqConfig:
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"hidden must be >= 1 and kernel_size odd, got {self.hidden}, {self.kernel_size}")
+            raise ConfigError(f"hidden must be >= 1 and kernel_size odd, got {self.hidden}, {self.kernel_size}")
         check_patch(self.image_size, self.patch_size, "convlstm_seq2seq")
 
 
 @register_model(
-    "convlstm_seq2seq", ConvLSTMSeq2SeqConfig, description="ConvLSTM encoder-decoder (tutorial seed), 2+2 cells x 64"
+    "convlstm_seq2seq",
+    ConvLSTMSeq2SeqConfig,
+    sizes={
+        "published": {},
+        "cpu": {"hidden": 32, "patch_size": 4},  # the CPU speed benchmark's size; training not measured yet
+        "test": {"hidden": 8, "patch_size": 2},
+    },
+    description="ConvLSTM encoder-decoder (tutorial seed), 2+2 cells x 64",
 )
 class ConvLSTMSeq2Seq(Predictor):
     """The ConvLSTM encoder-decoder of the tutorial seed (see module docstring)."""
@@ -93,15 +105,20 @@ class ConvLSTMConfig:
 
     def __post_init__(self) -> None:
         if not self.num_hidden or min(self.num_hidden) < 1:
-            raise ValueError(f"num_hidden must list at least one positive width, got {self.num_hidden}")
+            raise ConfigError(f"num_hidden must list at least one positive width, got {self.num_hidden}")
         if self.filter_size % 2 == 0:
-            raise ValueError(f"filter_size must be odd, got {self.filter_size}")
+            raise ConfigError(f"filter_size must be odd, got {self.filter_size}")
         check_patch(self.image_size, self.patch_size, "convlstm")
 
 
 @register_model(
     "convlstm",
     ConvLSTMConfig,
+    sizes={
+        "published": {},
+        "cpu": {"num_hidden": (64, 64), "filter_size": 3, "patch_size": 8},
+        "test": {"num_hidden": (8, 8), "filter_size": 3},
+    },
     description="stacked ConvLSTM benchmark form (4 x 128, filter 5, patch 4, frame feedback)",
 )
 class ConvLSTM(Predictor):

@@ -12,6 +12,10 @@ and the model predicts the next chunk.
 Departures from the seed, named: the seed's stages are kept at one resolution here (no
 downsampling between stages), so that window and grid sizes are checked against one feature
 map; the patch embedding is a strided convolution; block widths are constant (``dim``).
+
+Sizes (``size=``): there is no published Moving MNIST MaxViT predictor, so ``published`` is the
+comparison seed's size (the defaults); ``cpu`` is the model section of ``configs/cpu/<name>.yaml``
+(the same size: it trains in the CPU budget); ``test`` runs in seconds with 4 context frames.
 """
 
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from framecast.errors import ConfigError, InputError
 from framecast.layers import check_patch
 from framecast.models.base import Prediction, Predictor
 from framecast.registry import register_model
@@ -43,32 +48,52 @@ class MaxViTConfig:
 
     def __post_init__(self) -> None:
         if self.output not in ("sigmoid", "linear"):
-            raise ValueError(f"maxvit: output must be sigmoid or linear, got {self.output!r}")
+            raise ConfigError(f"maxvit: output must be sigmoid or linear, got {self.output!r}")
         check_patch(self.image_size, self.patch_size, "maxvit")
         feat = self.image_size // self.patch_size
         fits = [d for d in range(1, feat + 1) if feat % d == 0]
         for name in ("window_size", "grid_size"):
             size = getattr(self, name)
             if size < 1 or feat % size:
-                raise ValueError(
+                raise ConfigError(
                     f"maxvit: {name} {size} does not divide the {feat}x{feat} feature map "
                     f"(image_size {self.image_size} / patch_size {self.patch_size}); sizes that fit: {fits}"
                 )
         if self.dim % self.dim_head:
-            raise ValueError(f"maxvit: dim {self.dim} is not a multiple of dim_head {self.dim_head}")
+            raise ConfigError(f"maxvit: dim {self.dim} is not a multiple of dim_head {self.dim_head}")
         if not self.depths or min(self.depths) < 1 or self.n_out < 1 or self.n_context < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"maxvit: depths, n_out and n_context must be positive, got {self.depths}, {self.n_out}, {self.n_context}"
             )
 
 
 @register_model(
-    "maxvit", MaxViTConfig, description="MaxViT predictor (timm blocks), context stacked as channels, 64x64 grey"
+    "maxvit",
+    MaxViTConfig,
+    sizes={
+        "published": {},
+        "cpu": {},
+        "test": {
+            "n_context": 4,
+            "n_out": 2,
+            "dim": 32,
+            "depths": (1,),
+            "window_size": 4,
+            "grid_size": 4,
+            "patch_size": 8,
+        },
+    },
+    description="MaxViT predictor (timm blocks), context stacked as channels, 64x64 grey",
 )
 @register_model(
     "maxvit_rgb",
     MaxViTConfig,
     defaults={"channels": 3, "n_out": 5},
+    sizes={
+        "published": {},
+        "cpu": {},
+        "test": {"n_context": 4, "n_out": 2, "dim": 32, "depths": (1,), "patch_size": 8},
+    },
     description="MaxViT predictor for 64x64 RGB, 10 -> 5 per pass (the comparison seed's UCF101 form)",
 )
 class MaxViT(Predictor):
@@ -104,7 +129,7 @@ class MaxViT(Predictor):
     def predict(self, context: Tensor, n_future: int, future: Tensor | None, mask: Tensor | None) -> Prediction:
         nc = self.config.n_context
         if context.shape[1] < nc:
-            raise ValueError(f"maxvit reads {nc} context frames, got {context.shape[1]}")
+            raise InputError(f"maxvit reads {nc} context frames, got {context.shape[1]}")
         frames = context[:, -nc:]
         out: list[Tensor] = []
         while sum(o.shape[1] for o in out) < n_future:

@@ -21,6 +21,9 @@ mean absolute cosine similarity per layer and step is averaged over all (T-1) * 
 and weighted by ``decouple_beta`` (0.1 on Moving MNIST, 0.01 on KTH). Reverse scheduled
 sampling is training policy and lives in ``framecast.schedules``.
 
+Sizes (``size=``): ``published`` is the papers' Moving MNIST 4 x 128, filter 5, patch 4; ``cpu``
+is the model section of ``configs/cpu/<name>.yaml``; ``test`` runs in seconds.
+
 Module names equal the official ones (``cell_list.{i}.conv_x.0.weight``, ``conv_last.weight``,
 ``adapter.weight``), so official weights load by name (``framecast convert``).
 """
@@ -33,6 +36,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from framecast.errors import ConfigError
 from framecast.layers import check_patch, feedback_rollout, patchify, unpatchify
 from framecast.models.base import Prediction, Predictor
 from framecast.registry import register_model
@@ -54,16 +58,16 @@ class PredRNNConfig:
 
     def __post_init__(self) -> None:
         if not self.num_hidden or min(self.num_hidden) < 1:
-            raise ValueError(f"num_hidden must list at least one positive width, got {self.num_hidden}")
+            raise ConfigError(f"num_hidden must list at least one positive width, got {self.num_hidden}")
         if len(set(self.num_hidden)) != 1:
             # the zigzag memory flows through every layer, so every layer has the same width
-            raise ValueError(
-                f"PredRNN layers share one width (the zigzag memory passes through all), got {self.num_hidden}"
+            raise ConfigError(
+                f"num_hidden: PredRNN layers share one width (the zigzag memory passes through all), got {self.num_hidden}"
             )
         if self.filter_size % 2 == 0:
-            raise ValueError(f"filter_size must be odd, got {self.filter_size}")
+            raise ConfigError(f"filter_size must be odd, got {self.filter_size}")
         if self.stride != 1:
-            raise ValueError(f"only stride 1 is supported (the official configs use 1), got {self.stride}")
+            raise ConfigError(f"stride must be 1 (the official configs use 1), got {self.stride}")
         check_patch(self.image_size, self.patch_size, "predrnn")
 
 
@@ -124,7 +128,14 @@ def decoupling_similarity(delta_c: Tensor, delta_m: Tensor, adapter: nn.Module) 
 
 
 @register_model(
-    "predrnn", PredRNNConfig, description="PredRNN: ST-LSTM with zigzag memory (NeurIPS 2017), 4 x 128, patch 4"
+    "predrnn",
+    PredRNNConfig,
+    sizes={
+        "published": {},
+        "cpu": {"num_hidden": (48, 48), "filter_size": 3, "patch_size": 8},
+        "test": {"num_hidden": (8, 8), "filter_size": 3},
+    },
+    description="PredRNN: ST-LSTM with zigzag memory (NeurIPS 2017), 4 x 128, patch 4",
 )
 class PredRNN(Predictor):
     """PredRNN (see module docstring). ``decouple_beta > 0`` adds PredRNN-V2's decoupling loss."""
@@ -186,6 +197,11 @@ class PredRNN(Predictor):
     "predrnn_v2",
     PredRNNConfig,
     defaults={"decouple_beta": 0.1},
+    sizes={
+        "published": {},
+        "cpu": {"num_hidden": (48, 48), "filter_size": 3, "patch_size": 8},
+        "test": {"num_hidden": (8, 8), "filter_size": 3},
+    },
     description="PredRNN-V2: + memory decoupling loss, reverse scheduled sampling (TPAMI 2022), 4 x 128, patch 4",
 )
 class PredRNNv2(PredRNN):
