@@ -17,7 +17,11 @@ import torch
 
 from framecast.config import DataConfig, build_run_config
 from framecast.data import FrameDataModule
-from framecast.runner import make_task
+from framecast.machine import describe, machine_profile
+from framecast.precision import autocast
+from framecast.runner import make_task, resolve_trainer
+
+USED: dict = {}  # the precision and layout the training step ran in (printed with the machine)
 
 
 def synthetic_videos(root: Path, n: int = 12, frames: int = 120) -> None:
@@ -61,13 +65,16 @@ def step_time(batch: int, steps: int = 10) -> float:
         }
     )
     task = make_task(cfg)
+    cfg, choice = resolve_trainer(cfg, task.model, "train", log=print)  # precision / layout auto
+    USED.update(precision=choice.precision, layout=choice.layout)
     model = task.model.train()
     opt = torch.optim.Adam(model.parameters())
     x = torch.rand(batch, 20, 1, 64, 64)
     for i in range(steps + 2):
         if i == 2:
             t0 = time.perf_counter()
-        loss = torch.nn.functional.mse_loss(model(x[:, :10], 10).frames, x[:, 1:])
+        with autocast(choice.precision):
+            loss = torch.nn.functional.mse_loss(model(x[:, :10], 10).frames.float(), x[:, 1:])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -100,6 +107,7 @@ def main() -> None:
             f"moving_mnist: one batch of {args.batch} clips": per_batch(DataConfig(batch_size=args.batch)),
             f"training step, quick convlstm, batch {args.batch}": step_time(args.batch),
         }
+    print(f"machine: {describe(machine_profile(USED.get('precision'), USED.get('layout')))}")
     for name, sec in rows.items():
         print(f"{name:<55} {sec * 1000:9.1f} ms")
 

@@ -2,8 +2,10 @@
 contiguous (NCHW) and channels-last layout, forward and forward + backward, at the shapes of the
 recurrent models' gate convolutions (official 4 x 128 and the quick CPU sizes).
 
-Use it before choosing a precision: framecast's default (fp32) was chosen by this table on the
-2-core machine it was built on, where bf16 ran slower than fp32 (no AMX; AVX512-BF16 only).
+framecast's ``precision: auto`` (the default) measures the model's own training step instead
+(``framecast.precision``); this table shows why no constant is right: on one 2-core machine
+bf16 ran at 0.56-0.96x fp32 (AVX512-BF16, no AMX), on another (AMX) at several times fp32.
+Every output records the machine profile (``framecast.machine``).
 
     python benchmarks/precision_layout.py
     python benchmarks/precision_layout.py --json precision_layout.json
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from framecast.io import atomic_write_text
+from framecast.machine import describe, machine_profile
 
 # (name, in channels, out channels, kernel, size, batch)
 CONVS = [
@@ -42,7 +45,8 @@ def main() -> None:
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN ISA: {_isa()}")
+    profile = machine_profile()
+    print(f"machine: {describe(profile)}; oneDNN ISA: {_isa()}")
     print(f"{'shape':<28}{'pass':<10}{'dtype':<10}{'layout':<8}{'GFLOP/s':>9}")
     for name, cin, cout, k, hw, b in CONVS:
         fwd = 2 * b * hw * hw * cin * cout * k * k
@@ -70,7 +74,7 @@ def main() -> None:
     ratios = [r["gflops"] / fp32[r["shape"], r["pass"], r["layout"]] for r in rows if r["dtype"] == "bfloat16"]
     print(f"bf16 / fp32, same shape, pass and layout: {min(ratios):.2f}x to {max(ratios):.2f}x")
     if args.json:
-        info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
+        info = {"machine": profile, "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
         atomic_write_text(args.json, json.dumps(info, indent=2))
 
 

@@ -30,6 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from framecast.compare import build_compare_config, run_config
 from framecast.config import build_run_config, load_yaml, merge, resolve_model_config
 from framecast.io import atomic_write_text
+from framecast.machine import machine_profile
 from framecast.registry import create_model
 from framecast.runner import fit, test_model
 
@@ -101,7 +102,16 @@ def main() -> None:
                 res = test_model(model, run)["mean"]
                 rows.append({"minutes": minute, "step": step, "mse": res["mse"], "ssim": res["ssim"]})
                 print(f"{label:<14} {minute:6.1f} min  step {step:6d}  MSE {res['mse']:7.1f}  SSIM {res['ssim']:.4f}")
-            results[label] = {"config": path, "steps": stats["steps"], "marks": rows}
+            used = stats.get("precision") or {}  # trainer.precision auto: what ran, and why
+            results[label] = {
+                "config": path,
+                "steps": stats["steps"],
+                "marks": rows,
+                "precision": used.get("precision"),
+                "layout": used.get("layout"),
+                "precision_reason": used.get("reason"),
+                "machine": machine_profile(used.get("precision"), used.get("layout")),
+            }
             atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     _table(results)
     _plot(results, out / "time_to_quality.png")

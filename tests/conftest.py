@@ -4,6 +4,9 @@ import pytest
 import torch
 
 os.environ.setdefault("FRAMECAST_TEST", "1")
+# `precision: auto` resolves to fp32 without a probe in the suite (tests/test_precision.py unsets
+# it to test the probe): a run's arithmetic never depends on how busy the machine was.
+os.environ.setdefault("FRAMECAST_PRECISION", "32")
 torch.set_num_threads(2)
 
 

@@ -41,7 +41,29 @@ def run(args, capsys):
             "--resume: no checkpoint to resume from in runs/none/checkpoints",
         ),
         (["fit", "--data.n_context", "0"], "data.n_context must be at least 1"),
-        (["fit", "--trainer.precision", "15"], "trainer.precision must be one of"),
+        (["fit", "--trainer.precision", "15"], "trainer.precision must be auto, 32, 32-true, bf16-mixed, bf16-true,"),
+        (
+            ["fit", "--train.lr_schedule", "onecyle"],
+            "train.lr_schedule must be none or onecycle, got 'onecyle' (did you mean 'onecycle'?)",
+        ),
+        (["fit", "--data.batch_size", "true"], "data.batch_size: expected an integer, got true"),
+        (["fit", "--train.lr", "fast"], "train.lr: expected a number, got 'fast'"),
+        (
+            ["fit", "--data.split_fractions", "[0.9, 0.1]"],
+            "data.split_fractions: expected a list of 3 numbers, got [0.9, 0.1]",
+        ),
+        (
+            ["fit", "--traner.max_epochs", "1"],
+            "unknown config key 'traner' (did you mean 'trainer'?); valid keys: model,",
+        ),
+        (
+            ["fit", "--model.name", "predrnn", "--model.num_hidden", "[8, x]"],
+            "model.num_hidden[1]: expected an integer, got 'x'",
+        ),
+        (
+            ["fit", "--model.name", "predrnn", "--model.filtersize", "3"],
+            "unknown config key 'model.filtersize' (did you mean 'model.filter_size'?)",
+        ),
         (["fit", "--trainer.checkpoint_every_n_steps", "0"], "trainer.checkpoint_every_n_steps must be at least 1"),
         (["fit", "--train.on_nonfinite", "ignore"], "train.on_nonfinite must be stop or skip"),
         (["fit", "--model.name", "convlstm", "--model.num_hidden", "[8, 0]"], "num_hidden"),

@@ -107,8 +107,8 @@ def test_a_nonfinite_loss_can_skip_the_step(tiny_overrides, monkeypatch, capsys)
     calls = {"n": 0}
     real = task_module.FrameTask.loss
 
-    def sometimes_nan(self, clip, mask):
-        loss, terms = real(self, clip, mask)
+    def sometimes_nan(self, clip, mask, valid=None):
+        loss, terms = real(self, clip, mask, valid)
         calls["n"] += 1
         return (loss * float("nan"), terms) if calls["n"] == 1 else (loss, terms)
 

@@ -56,6 +56,104 @@ def _values(rest: list[str]) -> dict[str, Any]:
     return merge(values, parse_overrides(tokens))
 
 
+# Model keys that follow the data section unless the model section sets them (resolve_model_config)
+_FROM_DATA = ("channels", "image_size", "n_context", "n_future")
+
+
+def _field_defaults(cls: type) -> dict[str, Any]:
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def _add_options(parser: argparse.ArgumentParser, title: str, cls: type, prefix: str, defaults: dict, skip=()) -> None:
+    """One help group: every field of dataclass ``cls`` as ``--prefix.field TYPE`` with its
+    meaning (the comment beside it, framecast.validation.field_help) and its default."""
+    import dataclasses
+    import typing
+
+    from framecast.config import show_value
+    from framecast.validation import field_help, type_label
+
+    group = parser.add_argument_group(title)
+    hints, helps = typing.get_type_hints(cls), field_help(cls)
+    for f in dataclasses.fields(cls):
+        if f.init and f.name not in skip and not dataclasses.is_dataclass(hints[f.name]):
+            default = defaults.get(f.name, "")
+            text = f"{helps[f.name]} (default: {show_value(default)})".lstrip()
+            group.add_argument(f"--{prefix}{f.name}", metavar=type_label(hints[f.name]), help=text.replace("%", "%%"))
+
+
+def _model_options(parser: argparse.ArgumentParser, name: str | None, command: str) -> None:
+    """The model group: the chosen model's own fields, or how to see them."""
+    from framecast.config import RunConfig, to_dict
+    from framecast.registry import get_entry, list_models, model_config
+
+    group = parser.add_argument_group("model: the model and its own keys (models/<family>.py)")
+    default = RunConfig().model_name if command == "fit" else "the checkpoint's; or a baseline"
+    group.add_argument(
+        "--model.name", metavar="str", help=f"a registered model: {', '.join(list_models())} (default: {default})"
+    )
+    entry = get_entry(name) if name else None
+    sizes = ", ".join(entry.sizes) if entry and entry.sizes else "published, cpu, test"
+    group.add_argument("--model.size", metavar="str", help=f"a registered size, {sizes}; explicit keys win over it")
+    if entry is None:
+        group.description = (
+            f"The model's own keys depend on --model.name: `framecast {command} --model.name predrnn --help` "
+            "lists predrnn's."
+        )
+        return
+    try:
+        defaults = to_dict(model_config(name))
+    except FramecastError:  # defaults that do not stand alone (they need the data's sizes)
+        defaults = {**_field_defaults(entry.config_cls), **entry.defaults}
+    defaults = {k: f"data.{k}" if k in _FROM_DATA else v for k, v in defaults.items()}
+    _add_options(
+        parser, f"model: {name}'s own keys ({entry.config_cls.__name__})", entry.config_cls, "model.", defaults
+    )
+
+
+def _config_help(parser: argparse.ArgumentParser, command: str, rest: list[str]) -> str:
+    """``framecast COMMAND --help``: the command's flags, then every config key of every section
+    with its type, default and meaning, taken from the dataclasses."""
+    from framecast.config import DataConfig, RunConfig, TrainConfig, TrainerConfig
+
+    try:
+        values = _values(rest)
+    except FramecastError:  # a missing --config file: its error comes when the command runs
+        values = {}
+    if command == "compare":
+        from framecast.compare import CompareConfig
+
+        _add_options(parser, "comparison", CompareConfig, "", _field_defaults(CompareConfig), skip=("models",))
+        parser.add_argument_group(
+            "models.<label>: a model's keys",
+            "Each model's section takes its registry name (name, default: the label), its own keys "
+            "(`framecast fit --model.name LABEL --help` lists them) and a train section of its own.",
+        )
+    else:
+        model = values.get("model")
+        _model_options(parser, model.get("name") if isinstance(model, dict) else None, command)
+        _add_options(parser, "run", RunConfig, "", _field_defaults(RunConfig), skip=("model",))
+    for section, cls in (("data", DataConfig), ("train", TrainConfig), ("trainer", TrainerConfig)):
+        _add_options(
+            parser, f"{section}: {(cls.__doc__ or '').strip().rstrip('.')}", cls, f"{section}.", _field_defaults(cls)
+        )
+    return parser.format_help()
+
+
+def _print_yaml(values: dict[str, Any]) -> None:
+    import yaml
+
+    print(yaml.safe_dump(values, sort_keys=False), end="")
+
+
 def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast import create_model, list_models
     from framecast.registry import get_entry
@@ -85,11 +183,14 @@ def _is_rank_zero() -> bool:
 
 
 def cmd_fit(args: argparse.Namespace, rest: list[str]) -> None:
-    from framecast.config import build_run_config
+    from framecast.config import build_run_config, resolved_dict
     from framecast.io import previous_path
     from framecast.runner import fit
 
     cfg = build_run_config(_values(rest))
+    if args.print_config:
+        _print_yaml(resolved_dict(cfg))
+        return
     if args.resume and args.no_resume:
         raise FramecastError("--resume and --no-resume contradict each other; pick one")
     last = Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
@@ -170,7 +271,8 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
         model = create_model(cfg.model_name, **resolve_model_config(cfg))
     from framecast.compare import make_lpips
 
-    res = test_model(model, cfg, lpips=make_lpips(args.lpips, lambda m: print(m, file=sys.stderr)))
+    lpips = None if cfg.data.is_array else make_lpips(args.lpips, lambda m: print(m, file=sys.stderr))  # images only
+    res = test_model(model, cfg, lpips=lpips)
     if not _is_rank_zero():
         return  # under DDP every rank holds the gathered results; rank 0 writes them
     out = Path(args.out or (Path(args.checkpoint).parent.parent / "test" if args.checkpoint else "runs/test"))
@@ -198,8 +300,25 @@ def cmd_compare(args: argparse.Namespace, rest: list[str]) -> None:
     if args.out:
         values = merge(values, {"out_dir": args.out})
     cfg = build_compare_config(values)
+    if args.print_config:
+        _print_yaml(_resolved_compare(cfg))
+        return
     compare(cfg)
     print(f"report: {Path(cfg.out_dir) / 'report.md'}")
+
+
+def _resolved_compare(cfg: Any) -> dict[str, Any]:
+    """A comparison's config as plain values, each model's keys resolved from the registry (its
+    own train overrides kept as given): loaded again, it runs the same comparison."""
+    from framecast.compare import run_config
+    from framecast.config import resolve_model_config, to_dict
+
+    out = to_dict(cfg)
+    for label, spec in cfg.models.items():
+        run = run_config(cfg, label)
+        train = {"train": to_dict(spec["train"])} if spec.get("train") else {}
+        out["models"][label] = {"name": run.model_name, **resolve_model_config(run), **train}
+    return out
 
 
 def cmd_forecast(args: argparse.Namespace, rest: list[str]) -> None:
@@ -213,9 +332,39 @@ def cmd_forecast(args: argparse.Namespace, rest: list[str]) -> None:
             "framecast forecast needs --checkpoint CKPT (a model trained with framecast fit, or its export)"
         )
     model = load_checkpoint(args.checkpoint)
+    from framecast.data.array import is_array_path
+
+    if is_array_path(args.video):  # gridded arrays: arrays out, plus pictures of chosen channels
+        from framecast.forecasting import forecast_array
+
+        if args.start_time is not None:
+            raise FramecastError("--start-time is for videos; give an array's first context step with --start")
+        stem = Path(args.video.rstrip("/")).with_suffix("").name
+        xarray_in = Path(args.video).suffix.lower() in (".nc", ".zarr")
+        out = Path(args.out or f"{stem}_forecast" + (".nc" if xarray_in else ".npy"))
+        channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
+        res = forecast_array(model, args.video, out, args.start, args.n_future, channels, cmap=args.cmap, fps=args.fps)
+        first, last = res["start"], res["start"] + res["n_context"] - 1
+        where = f"steps {first}..{last}" if res["layout"] == "series" else f"clip {first}"
+        print(
+            f"{model.model_name}: {where} of {args.video} as context, {res['n_future']} steps predicted "
+            f"({', '.join(res['channels'])}), {res['truth_steps']} with truth"
+        )
+        if res["scores"]:
+            print("step  " + "  ".join(f"RMSE {c}" for c in res["channels"]))
+            for s in res["scores"]:
+                print(f"{s['step']:4d}  " + "  ".join(f"{s[c]:{len(c) + 5}.4g}" for c in res["channels"]))
+        print(f"wrote {', '.join(res['files'])}")
+        return
     out = Path(args.out or Path(args.video).with_suffix("").name + "_forecast.gif")
     res = forecast_video(
-        model, args.video, out, start=args.start, start_time=args.start_time, n_future=args.n_future, fps=args.fps
+        model,
+        args.video,
+        out,
+        start=args.start or 0,
+        start_time=args.start_time,
+        n_future=args.n_future,
+        fps=args.fps,
     )
     print(
         f"{model.model_name}: frames {res['start']}..{res['start'] + res['n_context'] - 1} of {args.video} as "
@@ -264,29 +413,44 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("models", help="list the registered models")
     s.add_argument("pattern", nargs="?", default="*")
     s.set_defaults(func=cmd_models)
-    s = sub.add_parser("fit", help="train a model (--config FILE, --section.key VALUE)")
+    s = sub.add_parser("fit", help="train a model (--config FILE, --section.key VALUE)", **_config_usage("fit"))
     s.add_argument("--resume", action="store_true", help="continue from last.ckpt (the default); fail if there is none")
     s.add_argument("--no-resume", action="store_true", help="start over even if the run folder has last.ckpt")
     s.set_defaults(func=cmd_fit)
-    s = sub.add_parser("test", help="score a checkpoint or a baseline on the test set")
+    s = sub.add_parser("test", help="score a checkpoint or a baseline on the test set", **_config_usage("test"))
     s.add_argument("--checkpoint")
     s.add_argument("--out", help="folder for metrics.json and per_horizon.csv")
     s.add_argument(
         "--lpips", choices=["auto", "on", "off"], default="auto", help="LPIPS metric (needs AlexNet weights)"
     )
     s.set_defaults(func=cmd_test)
-    s = sub.add_parser("compare", help="train and compare models under one budget; writes a report")
+    s = sub.add_parser(
+        "compare", help="train and compare models under one budget; writes a report", **_config_usage("compare")
+    )
     s.add_argument("--models", help="comma-separated model names (default: the config's)")
     s.add_argument("--out", help="report folder (same as --out_dir)")
     s.set_defaults(func=cmd_compare)
     s = sub.add_parser("forecast", help="forecast the future of a video from a checkpoint; writes a GIF or MP4")
     s.add_argument("video", help="a video file or a folder of frame images")
-    s.add_argument("--checkpoint", help="a framecast checkpoint, or its .safetensors export")
-    s.add_argument("--start", type=int, default=0, help="first context frame (index)")
-    s.add_argument("--start-time", type=float, help="first context frame (seconds; instead of --start)")
-    s.add_argument("--n-future", type=int, help="frames to predict (default: the model's)")
-    s.add_argument("--fps", type=float, help="frame rate of the output (default: the video's)")
-    s.add_argument("--out", help="output .gif or .mp4 (default: <video>_forecast.gif)")
+    s.add_argument("--checkpoint", metavar="CKPT", help="a framecast checkpoint, or its .safetensors export")
+    s.add_argument(
+        "--start",
+        type=int,
+        metavar="int",
+        help="first context frame, an index (default: 0; arrays: the last n_context steps, clips: the last clip)",
+    )
+    s.add_argument(
+        "--start-time", type=float, metavar="float", help="first context frame, in seconds (instead of --start)"
+    )
+    s.add_argument("--n-future", type=int, metavar="int", help="frames to predict (default: the model's)")
+    s.add_argument("--fps", type=float, metavar="float", help="frame rate of the output (default: the video's)")
+    s.add_argument(
+        "--out",
+        metavar="FILE",
+        help="output .gif or .mp4 (default: <video>_forecast.gif); arrays: .npy, .nc or .zarr, plus a PNG and a GIF",
+    )
+    s.add_argument("--channels", metavar="A,B", help="arrays: the channels to draw, names or indices (default: 4)")
+    s.add_argument("--cmap", default="viridis", metavar="NAME", help="arrays: the colour map of the pictures")
     s.set_defaults(func=cmd_forecast)
     s = sub.add_parser("export", help="export a checkpoint's weights as safetensors (loads wherever a checkpoint does)")
     s.add_argument("checkpoint")
@@ -299,9 +463,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config values the weights do not show")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_convert)
+    for name in ("fit", "test", "compare"):  # config commands: their help lists every config key
+        s = sub.choices[name]
+        s.add_argument("-h", "--help", action="store_true", help="show this help with every config key and exit")
+        if name != "test":
+            s.add_argument(
+                "--print-config",
+                "--print_config",
+                action="store_true",
+                help="print the resolved config as YAML (model keys resolved from the registry) and exit",
+            )
     for s in sub.choices.values():  # --debug also after the command; SUPPRESS keeps a --debug given before it
         s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        s.set_defaults(parser=s)
     return p
+
+
+def _config_usage(command: str) -> dict[str, Any]:
+    extra = {"fit": " [--resume | --no-resume] [--print-config]", "compare": " [--models a,b] [--print-config]"}
+    checkpoint = " [--checkpoint CKPT]" if command == "test" else ""
+    return {
+        "add_help": False,  # its own --help, after the config keys are known
+        "usage": f"framecast {command}{checkpoint} [--config FILE]... [--section.key VALUE]...{extra.get(command, '')}",
+        "description": "Config: YAML files (--config FILE) and --section.key VALUE overrides; later ones win.",
+    }
 
 
 def _one_line(e: BaseException) -> str:
@@ -333,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     debug = args.debug or os.environ.get("FRAMECAST_DEBUG", "") not in ("", "0")
     try:
+        if getattr(args, "help", False):
+            print(_config_help(args.parser, args.command, rest), end="")
+            return 0
         args.func(args, rest)
     except FramecastError as e:
         if debug:

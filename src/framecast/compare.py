@@ -36,6 +36,9 @@ from framecast.config import (
 from framecast.data import build_datasets
 from framecast.errors import FramecastError
 from framecast.io import atomic_write_text
+from framecast.layers import show_size
+from framecast.machine import describe as describe_machine
+from framecast.machine import machine_profile
 from framecast.registry import create_model, get_entry
 from framecast.runner import ConfigChanged, describe_data, fit, scored_data, test_model
 from framecast.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
@@ -51,10 +54,10 @@ class CompareConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    baselines: tuple[str, ...] = ("copy_last", "blank")
-    out_dir: str = "reports/compare"
-    n_examples: int = 4
-    speed_batch: int = 16
+    baselines: tuple[str, ...] = ("copy_last", "blank")  # parameter-free models scored beside them
+    out_dir: str = "reports/compare"  # the report folder (each model trains in runs/<label> under it)
+    n_examples: int = 4  # test clips shown in examples.gif and examples.png
+    speed_batch: int = 16  # batch of the inference-speed measurement
     lpips: str = "auto"  # auto: score LPIPS where its weights are on the machine; on: require it; off
 
     def __post_init__(self) -> None:
@@ -214,19 +217,21 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
                 "steps": stats["steps"],
                 "checkpoint": stats["best_checkpoint"],
                 "loss_curve": stats["loss_curve"],
-                "test": tested,
+                "test": tested,  # test.precision: what testing ran in, and on which machine
+                "train_precision": stats.get("precision"),  # what training ran in (None: a baseline)
                 "config": resolve_model_config(run),
             }
             atomic_write_text(done_file, json.dumps(res, indent=2))
         results[label] = res
         curves[label] = res["loss_curve"]
         with torch.no_grad():
-            examples[label] = model.eval()(test_clips[: cfg.n_examples, :nc], nf).future(nf).float().clamp(0, 1)
+            pred = model.eval()(test_clips[: cfg.n_examples, :nc], nf).future(nf).float()
+            examples[label] = pred if cfg.data.is_array else pred.clamp(0, 1)  # arrays: drawn on their range
 
     ref = results.get("copy_last", {}).get("test", {}).get("mean", {})
     for res in results.values():
         m = res["test"]["mean"]
-        res["gap_to_copy_last"] = {k: m[k] - ref[k] for k in ("mse", "ssim")} if ref else None
+        res["gap_to_copy_last"] = {k: m[k] - ref[k] for k in ("mse", "ssim") if k in m and k in ref} if ref else None
 
     _write_outputs(cfg, results, examples, curves, test_clips)
     return results
@@ -246,6 +251,8 @@ COLUMNS = [
     ("ssim", "SSIM"),
     ("psnr", "PSNR"),
     ("lpips", "LPIPS"),
+    ("rmse", "RMSE"),  # arrays: physical units (metrics.per_frame_array)
+    ("wrmse", "lat-weighted RMSE"),
     ("train_seconds", "train time"),
     ("epochs", "epochs"),
     ("steps", "steps"),
@@ -261,13 +268,34 @@ def _row(label: str, res: dict[str, Any]) -> dict[str, Any]:
         "model": label,
         "params": res["params"],
         "flops_per_sample": res["flops_per_sample"],
-        **{k: m.get(k) for k in ("mse", "mae", "mse_pixel", "mae_pixel", "ssim", "psnr", "lpips")},
+        **{k: m.get(k) for k in ("mse", "mae", "mse_pixel", "mae_pixel", "ssim", "psnr", "lpips", "rmse", "wrmse")},
         "train_seconds": res["train_seconds"],
         "epochs": res["epochs"],
         "steps": res["steps"],
         "infer_frames_per_s": res["infer_frames_per_s"],
         "gap_mse": gap.get("mse"),
     }
+
+
+def _precisions_used(results: dict[str, dict[str, Any]]) -> str:
+    """``Precision and layout used: convlstm trained in bf16-mixed, channels-last, tested in ...``."""
+
+    def used(rec: Any) -> str | None:
+        return f"{rec['precision']}, {rec['layout']}" if isinstance(rec, dict) and "layout" in rec else None
+
+    parts = []
+    for label, res in results.items():
+        train, test = used(res.get("train_precision")), used(res.get("test", {}).get("precision"))
+        if train or test:
+            parts.append(
+                f"{label} " + " and ".join(f"{k} in {v}" for k, v in (("trained", train), ("tested", test)) if v)
+            )
+    return f"Precision and layout used: {'; '.join(parts)}." if parts else ""
+
+
+def _first_channel(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """(N, T, C, H, W) normalised arrays -> their first channel mapped from [lo, hi] to [0, 1]."""
+    return ((x[:, :, :1].float() - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
 
 
 def _fmt(key: str, v: Any) -> str:
@@ -305,15 +333,23 @@ def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) ->
     public = {label: {k: v for k, v in res.items() if k != "loss_curve"} for label, res in results.items()}
     scored = scored_data(cfg.data, next(iter(results.values()))["test"]["n_clips"])  # every model: these clips
     atomic_write_text(
-        out / "results.json", json.dumps({"data": scored, "config": to_dict(cfg), "results": public}, indent=2)
+        out / "results.json",
+        json.dumps({"data": scored, "machine": machine_profile(), "config": to_dict(cfg), "results": public}, indent=2),
     )
     # figures
     per_h = {label: res["test"]["per_horizon"] for label, res in results.items()}
-    plot_per_horizon(
-        {k: v["mse"] for k, v in per_h.items()}, "MSE", out / "mse_per_horizon.png", "MSE per frame (sum over pixels)"
-    )
-    plot_per_horizon({k: v["ssim"] for k, v in per_h.items()}, "SSIM", out / "ssim_per_horizon.png")
+    arrays = cfg.data.is_array
+    mse_title = "MSE per pixel, physical units (mean over channels)" if arrays else "MSE per frame (sum over pixels)"
+    plot_per_horizon({k: v["mse"] for k, v in per_h.items()}, "MSE", out / "mse_per_horizon.png", mse_title)
+    second = "ssim" if all("ssim" in v for v in per_h.values()) else "rmse"  # arrays: SSIM only if image-like
+    plot_per_horizon({k: v[second] for k, v in per_h.items()}, second.upper(), out / f"{second}_per_horizon.png")
     plot_loss_curves({k: v for k, v in curves.items() if v}, out / "loss_vs_time.png")
+    if arrays:  # normalised physical values, any channels: the first channel, on the test clips' range
+        lo, hi = test_clips[:, :, :1].amin(), test_clips[:, :, :1].amax()
+        test_clips, examples = (
+            _first_channel(test_clips, lo, hi),
+            {k: _first_channel(v, lo, hi) for k, v in examples.items()},
+        )
     comparison_gif(test_clips[: cfg.n_examples], examples, nc, out / "examples.gif")
     strip_png(test_clips[0], {k: v[0] for k, v in examples.items()}, nc, out / "examples.png")
     # report.md
@@ -329,23 +365,33 @@ def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) ->
     lines = [
         "# framecast comparison report",
         "",
-        f"Data: {d.name}, {d.image_size}x{d.image_size}, {d.n_context} context -> {d.test_length - d.n_context} future frames, "
+        f"Data: {d.name}, {show_size(d.image_size)}, {d.n_context} context -> {d.test_length - d.n_context} future frames, "
         f"{next(iter(results.values()))['test']['n_clips']} test clips (seed {d.seed}). Budget: {budget}, "
         f"batch {d.batch_size}, precision {t.precision}. Every model is scored by the same code on the same clips.",
+        "",
+        f"Machine: {describe_machine(machine_profile())}. {_precisions_used(results)}",
         "",
         "| " + " | ".join(h for _, h in shown) + " |",
         "|" + "|".join("---" for _ in shown) + "|",
     ]
     lines += ["| " + " | ".join(_fmt(k, r[k]) for k, _ in shown) + " |" for r in rows]
+    explained = (
+        "MSE, MAE and RMSE: per pixel, in the data's physical units, averaged over channels, future frames and "
+        "clips (RMSE per frame, then averaged); lat-weighted RMSE: WeatherBench's, cos(latitude) weights of mean 1. "
+        "Per-channel values and what each metric is are in results.json. Nothing is clipped. `blank` predicts "
+        "the normalised zero (the training mean under standard normalisation). "
+        if arrays
+        else "MSE and MAE: per-frame sums over pixels on the [0, 1] scale, averaged over future frames and clips "
+        "(the papers' convention); MSE/px and MAE/px: per-pixel means. SSIM and PSNR on uint8 frames "
+        "(skimage's SSIM: 7x7 uniform window). Predictions are clipped to [0, 1]. "
+    )
     lines += [
         "",
-        "MSE and MAE: per-frame sums over pixels on the [0, 1] scale, averaged over future frames and clips "
-        "(the papers' convention); MSE/px and MAE/px: per-pixel means. SSIM and PSNR on uint8 frames "
-        "(skimage's SSIM: 7x7 uniform window). Predictions are clipped to [0, 1]. GFLOPs: forward pass for one "
+        explained + "GFLOPs: forward pass for one "
         "clip's whole future. Train time: wall-clock seconds inside training steps. `copy_last` repeats the last "
         "context frame and `blank` predicts empty frames: a model is only worth something where it beats both.",
         "",
-        "![MSE per horizon](mse_per_horizon.png) ![SSIM per horizon](ssim_per_horizon.png)",
+        f"![MSE per horizon](mse_per_horizon.png) ![{second.upper()} per horizon]({second}_per_horizon.png)",
         "",
         "![training loss against time](loss_vs_time.png)",
         "",

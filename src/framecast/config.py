@@ -1,13 +1,13 @@
 """Typed run configuration: dataclasses, YAML files and dotted command-line overrides.
 
-Every default lives in exactly one place, the dataclass field. YAML files and ``--a.b value``
-overrides only say what differs; unknown keys, wrong types and impossible values raise a
-``ConfigError`` with one line naming the key and the fix, before any work starts.
+Every default lives in exactly one place, the dataclass field, and its meaning in the ``#``
+comment beside it (``framecast fit --help`` shows both). YAML files and ``--a.b value`` overrides
+only say what differs, later ones winning; pydantic (``framecast.validation``) checks their types
+and unknown keys, ``__post_init__`` the values. Any mistake raises a ``ConfigError`` with one line
+naming the key, the value and the fix, before any work starts.
 """
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,99 +15,10 @@ from typing import Any
 import yaml
 
 from framecast.errors import ConfigError, did_you_mean
+from framecast.registry import model_config
+from framecast.validation import build_dataclass  # pydantic: types, unknown keys; re-exported
 
-# --------------------------------------------------------------------------- value coercion
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert ``value`` to the annotated type ``tp`` or raise ``ConfigError`` naming ``key``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return coerce(value, arg, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}: {value!r} is not a valid {' or '.join(_type_name(a) for a in args)}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return build_dataclass(tp, value, prefix=f"{key}.")
-    if origin is tuple or tp is tuple:
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and args and args[-1] is Ellipsis:
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if args and args[-1] is Ellipsis:
-            return tuple(coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if args and len(args) != len(value):
-            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})")
-        return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args or [Any] * len(value))))
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(
-                f"{key}: {value!r} is not one of {', '.join(map(repr, args))}{did_you_mean(str(value), map(str, args))}"
-            )
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # `--trainer.precision 32` reads as a number
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def build_dataclass(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from a plain mapping, checking every key and type."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in names:
-            raise ConfigError(
-                f"unknown config key '{prefix}{key}'{did_you_mean(prefix + key, [prefix + n for n in names])}; "
-                f"valid keys: {', '.join(prefix + n for n in names)}"
-            )
-        kwargs[key] = coerce(value, hints[key], prefix + key)
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{prefix}{e}" if prefix and not str(e).startswith(prefix) else str(e)) from None
+# --------------------------------------------------------------------------- helpers
 
 
 def to_dict(obj: Any) -> Any:
@@ -126,6 +37,14 @@ def require(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def require_choice(key: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """``value`` must be one of ``choices``; else one line that names them and the closest."""
+    if value not in choices:
+        names = [show_value(c) for c in choices]
+        listed = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        raise ConfigError(f"{key} must be {listed}, got {value!r}{did_you_mean(str(value), names)}")
+
+
 # --------------------------------------------------------------------------- run config
 
 
@@ -133,17 +52,17 @@ def require(cond: bool, message: str) -> None:
 class DataConfig:
     """Which frames, how many, and how they are batched."""
 
-    name: str = "moving_mnist"
-    n_context: int = 10
-    n_future: int = 10
-    image_size: int = 64
-    channels: int = 1
-    batch_size: int = 16
-    num_workers: int = 0
-    seed: int = 0
+    name: str = "moving_mnist"  # moving_mnist | kth | ucf101 | video_folder | array | taxibj | weatherbench
+    n_context: int = 10  # context frames the model reads
+    n_future: int = 10  # frames it predicts in training and validation (and testing, unless test_n_future)
+    image_size: int | tuple[int, int] = 64  # one number (square) or [H, W]; arrays: read from the array
+    channels: int = 1  # 1 (grey) or 3 (RGB) for images; arrays: the array's channels, filled in
+    batch_size: int = 16  # clips per batch, per process (the global batch is this x processes)
+    num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
+    seed: int = 0  # seed of the clips: generated digits, video splits, the order of training clips
     # Moving MNIST
-    num_digits: int = 2
-    step_length: float = 0.1
+    num_digits: int = 2  # Moving MNIST: digits per clip
+    step_length: float = 0.1  # Moving MNIST: digit speed, a fraction of the free range per frame
     train_size: int = 10_000  # fresh sequences per epoch; every epoch draws new ones
     val_size: int = 256  # validation clips (video datasets: at most this many, evenly spaced)
     test_size: int | None = None  # test clips: Moving MNIST 1,000; video datasets all (a number caps them; 0: all)
@@ -153,16 +72,41 @@ class DataConfig:
     root: str | None = None  # the dataset folder
     cache_dir: str | None = None  # decoded-frame cache (default ~/.cache/framecast/frames, $FRAMECAST_CACHE)
     crop: str = "center"  # center: crop to a square, then resize | none: stretch
-    stride: int | None = None  # frames between clip starts (default: KTH per action, else the clip length)
+    stride: int | None = None  # frames between clip starts (default: KTH per action, arrays 1, else the clip length)
     classes: list[str] | None = None  # a subset of KTH actions / UCF101 classes
     protocol: str = "official"  # ucf101: official (split lists) | study (the comparison seed's 5 classes)
     split: int = 1  # ucf101 official split list 1, 2 or 3
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # video_folder without train/val/test
     test_n_future: int | None = None  # a longer test horizon (KTH protocol: train 10 -> 10, test 10 -> 20)
+    # Gridded arrays (array | taxibj | weatherbench; src/framecast/data/array.py, gridded.py)
+    path: str | None = None  # array: a .npy, .npz, HDF5 or NetCDF file or a Zarr folder (a glob joins files along time)
+    layout: str = "auto"  # array: series (T, C, H, W), cut into windows | clips (N, T, C, H, W) | auto: by its shape
+    variables: list[str] | None = None  # arrays: the .npz keys, HDF5 datasets or xarray variables read (default: all)
+    time_dim: str = "time"  # xarray: the time dimension
+    y_dim: str | None = None  # xarray: the grid's row dimension (default: lat, latitude or y)
+    x_dim: str | None = None  # xarray: the grid's column dimension (default: lon, longitude or x)
+    normalize: str = "standard"  # arrays, per channel from the training split: standard | minmax ([0, 1]) | none
+    nan: str = "refuse"  # arrays with NaNs: refuse (name the first) | mask (left out of the loss and the metrics)
+    resize: tuple[int, int] | None = None  # arrays: resample frames to [H, W] (bilinear); default: the array's own size
+
+    ARRAYS = ("array", "taxibj", "weatherbench")  # the gridded-array datasets (not a config key)
 
     def __post_init__(self) -> None:
+        if isinstance(self.image_size, (tuple, list)):
+            self.image_size = tuple(int(v) for v in self.image_size)
+            require(
+                len(self.image_size) == 2 and min(self.image_size) >= 1,
+                f"data.image_size must be one number or [H, W] of positive numbers, got {list(self.image_size)}",
+            )
+            require(
+                self.name in self.ARRAYS,
+                f"data.image_size must be one number for {self.name} (square frames); [H, W] is for arrays",
+            )
+            if self.image_size[0] == self.image_size[1]:
+                self.image_size = self.image_size[0]  # a square is one number, as everywhere else
         for key in ("n_context", "n_future", "image_size", "channels", "batch_size", "num_digits"):
-            require(getattr(self, key) >= 1, f"data.{key} must be at least 1, got {getattr(self, key)}")
+            value = getattr(self, key)
+            require(isinstance(value, tuple) or value >= 1, f"data.{key} must be at least 1, got {value}")
         for key in ("train_size", "val_size", "num_workers"):
             require(getattr(self, key) >= 0, f"data.{key} must not be negative, got {getattr(self, key)}")
         require(
@@ -171,20 +115,34 @@ class DataConfig:
         for key in ("stride", "test_n_future"):
             value = getattr(self, key)
             require(value is None or value >= 1, f"data.{key} must be at least 1, got {value}")
-        require(self.channels in (1, 3), f"data.channels must be 1 (grey) or 3 (RGB), got {self.channels}")
-        require(self.crop in ("center", "none"), f"data.crop must be center or none, got {self.crop!r}")
         require(
-            self.protocol in ("official", "study"), f"data.protocol must be official or study, got {self.protocol!r}"
+            self.channels in (1, 3) or self.name in self.ARRAYS,
+            f"data.channels must be 1 (grey) or 3 (RGB), got {self.channels}",
         )
+        require_choice("data.layout", self.layout, ("auto", "series", "clips"))
+        require_choice("data.normalize", self.normalize, ("standard", "minmax", "none"))
+        require_choice("data.nan", self.nan, ("refuse", "mask"))
+        require(
+            self.resize is None or (len(self.resize) == 2 and min(self.resize) >= 1),
+            f"data.resize must be [H, W] of positive numbers, got {self.resize}",
+        )
+        require(self.name != "array" or self.path is not None, "data.path is missing: the array file or Zarr folder")
+        require_choice("data.crop", self.crop, ("center", "none"))
+        require_choice("data.protocol", self.protocol, ("official", "study"))
         require(self.split in (1, 2, 3), f"data.split must be 1, 2 or 3 (UCF101 split lists), got {self.split}")
         require(
             len(self.split_fractions) == 3 and min(self.split_fractions) >= 0 and self.split_fractions[0] > 0,
             f"data.split_fractions must be three non-negative fractions with train > 0, got {self.split_fractions}",
         )
         require(
-            self.name == "moving_mnist" or self.root is not None,
-            f"data.root is missing: the folder that holds the {self.name} videos",
+            self.name in ("moving_mnist", "array") or self.root is not None,
+            f"data.root is missing: the folder that holds the {self.name} "
+            + ("files" if self.name in self.ARRAYS else "videos"),
         )
+        if self.is_array:  # channels and frame size follow the array (metadata only; cached)
+            from framecast.data.array import fill_from_array
+
+            fill_from_array(self)
 
     @property
     def test_length(self) -> int:
@@ -194,12 +152,22 @@ class DataConfig:
     def total_length(self) -> int:
         return self.n_context + self.n_future
 
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """``image_size`` as (H, W)."""
+        return (self.image_size, self.image_size) if isinstance(self.image_size, int) else tuple(self.image_size)
+
+    @property
+    def is_array(self) -> bool:
+        """Gridded arrays in physical units (not images in [0, 1])."""
+        return self.name in self.ARRAYS
+
 
 @dataclass
 class TrainConfig:
     """Training policy: loss weights, optimiser, schedule and scheduled sampling."""
 
-    lr: float = 1e-3
+    lr: float = 1e-3  # Adam learning rate (the peak with lr_schedule onecycle)
     # loss = MSE + l1_weight * L1 over every predicted frame (E3D-LSTM trains with L1 + L2);
     # the PredRNN family's official code uses MSE alone (0.0).
     l1_weight: float = 0.0
@@ -210,43 +178,34 @@ class TrainConfig:
     # Score the loss on predictions clipped to [0, 1], the range the metrics score, so values
     # below 0 on empty background cost nothing (the fed-back frames stay unclipped).
     clip_loss: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's betas
+    weight_decay: float = 0.0  # Adam's weight decay (L2)
     lr_schedule: str = "none"  # none | onecycle
-    onecycle_pct_start: float = 0.1
-    grad_clip: float | None = None
+    onecycle_pct_start: float = 0.1  # onecycle: the fraction of the budget spent raising the learning rate
+    grad_clip: float | None = None  # clip the gradient norm to this (null: no clipping)
     # How the frame-feedback models see future frames during training (schedules.py):
     # none: always their own predictions; scheduled: PredRNN's decaying teacher forcing;
     # reverse: PredRNN-V2's reverse scheduled sampling.
     sampling: str = "none"
-    sampling_start: float = 1.0
-    sampling_changing_rate: float = 2e-5
-    sampling_stop_iter: int = 50_000
-    r_sampling_step_1: int = 25_000
-    r_sampling_step_2: int = 50_000
-    r_exp_alpha: float = 2_500.0
+    sampling_start: float = 1.0  # scheduled: the first probability of feeding the true frame
+    sampling_changing_rate: float = 2e-5  # scheduled: how much that probability falls per iteration
+    sampling_stop_iter: int = 50_000  # scheduled: the iteration from which it is 0
+    r_sampling_step_1: int = 25_000  # reverse: the iteration at which both probabilities leave 0.5
+    r_sampling_step_2: int = 50_000  # reverse: the iteration at which the encoder's reaches 1, the decoder's 0
+    r_exp_alpha: float = 2_500.0  # reverse: time constant (iterations) of the encoder's rise
     reverse_input: bool = False  # official PredRNN: second step on the time-reversed clip
-    image_every_n_steps: int = 250
+    image_every_n_steps: int = 250  # TensorBoard example images every this many steps
     # A NaN or Inf loss: stop (name the step; the last good checkpoint stays) or skip the step.
     on_nonfinite: str = "stop"
-    seed: int = 0
+    seed: int = 0  # seed of the weights' initialisation and of the sampling masks
 
     def __post_init__(self) -> None:
         require(self.lr > 0, f"train.lr must be positive, got {self.lr}")
         require(self.l1_weight >= 0, f"train.l1_weight must not be negative, got {self.l1_weight}")
         require(self.bce_weight >= 0, f"train.bce_weight must not be negative, got {self.bce_weight}")
-        require(
-            self.lr_schedule in ("none", "onecycle"),
-            f"train.lr_schedule must be none or onecycle, got {self.lr_schedule!r}",
-        )
-        require(
-            self.sampling in ("none", "scheduled", "reverse"),
-            f"train.sampling must be none, scheduled or reverse, got {self.sampling!r}",
-        )
-        require(
-            self.on_nonfinite in ("stop", "skip"),
-            f"train.on_nonfinite must be stop or skip, got {self.on_nonfinite!r}",
-        )
+        require_choice("train.lr_schedule", self.lr_schedule, ("none", "onecycle"))
+        require_choice("train.sampling", self.sampling, ("none", "scheduled", "reverse"))
+        require_choice("train.on_nonfinite", self.on_nonfinite, ("stop", "skip"))
         require(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive, got {self.grad_clip}")
         require(
             self.r_sampling_step_2 > self.r_sampling_step_1,
@@ -258,29 +217,35 @@ class TrainConfig:
 class TrainerConfig:
     """What Lightning's Trainer gets: budget, hardware and logging."""
 
-    max_epochs: int = 10
-    max_steps: int = -1
-    max_time_minutes: float | None = None
-    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
-    accelerator: str = "auto"
-    devices: str | int = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    limit_train_batches: int | float = 1.0
-    limit_val_batches: int | float = 1.0
-    val_check_interval: int | float = 1.0
-    log_every_n_steps: int = 20
+    max_epochs: int = 10  # epochs to train (-1: no limit)
+    max_steps: int = -1  # optimiser steps to train (-1: no limit)
+    max_time_minutes: float | None = None  # wall-clock training budget in minutes (null: none)
+    # auto: the fastest of fp32 / bf16-mixed measured on this machine (framecast.precision);
+    # 32 | bf16-mixed | 16-mixed | ...: always obeyed
+    precision: str = "auto"
+    accelerator: str = "auto"  # Lightning's accelerator: auto | cpu | gpu | ...
+    devices: str | int = "auto"  # Lightning's devices per node: auto, a count or a list such as "0,1"
+    num_nodes: int = 1  # machines (multi-node DDP)
+    strategy: str = "auto"  # auto | ddp (framecast's: tolerates unused parameters) | Lightning's others
+    limit_train_batches: int | float = 1.0  # training batches per epoch: a fraction (1.0: all) or a count
+    limit_val_batches: int | float = 1.0  # validation batches: a fraction (1.0: all) or a count
+    val_check_interval: int | float = 1.0  # validate every this fraction of an epoch, or every this many batches
+    log_every_n_steps: int = 20  # log the training loss every this many steps
     # last.ckpt is rewritten every this many optimiser steps (default: 5 x log_every_n_steps)
     checkpoint_every_n_steps: int | None = None
-    enable_progress_bar: bool = True
-    channels_last: bool = True
+    enable_progress_bar: bool = True  # progress: a bar on a terminal, plain lines in a log; false: none
+    channels_last: bool | str = "auto"  # true | false | auto (measured with the precision)
 
     def __post_init__(self) -> None:
-        allowed = ("32", "32-true", "bf16-mixed", "bf16-true", "16-mixed", "64")
+        allowed = ("auto", "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed", "64")
         self.precision = str(self.precision)
+        if isinstance(self.channels_last, str) and self.channels_last.lower() in ("true", "false"):
+            self.channels_last = self.channels_last.lower() == "true"
         require(
-            self.precision in allowed, f"trainer.precision must be one of {', '.join(allowed)}, got {self.precision!r}"
+            self.channels_last in (True, False, "auto"),
+            f"trainer.channels_last must be true, false or auto, got {self.channels_last!r}",
         )
+        require_choice("trainer.precision", self.precision, allowed)
         require(
             self.max_epochs >= 1 or self.max_epochs == -1,
             f"trainer.max_epochs must be at least 1, got {self.max_epochs}",
@@ -300,11 +265,12 @@ class TrainerConfig:
 class RunConfig:
     """Everything one training run needs; saved beside each checkpoint as ``config.yaml``."""
 
+    # name: a registered model (`framecast models`); the other keys are the model's own
     model: dict[str, Any] = field(default_factory=lambda: {"name": "convlstm"})
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    out_dir: str = "runs/default"
+    out_dir: str = "runs/default"  # the run folder: config.yaml, checkpoints/, tb/
 
     def __post_init__(self) -> None:
         require("name" in self.model, "model.name is missing: pick one from `framecast models`")
@@ -392,8 +358,6 @@ def resolve_model_config(cfg: RunConfig) -> dict[str, Any]:
     ``channels``, ``image_size``, ``n_context`` and ``n_future`` follow the data unless the model
     sets them, in which case they must agree.
     """
-    from framecast.registry import model_config
-
     overrides = cfg.model_overrides
     probe = model_config(cfg.model_name, **overrides)
     derived = {
@@ -410,6 +374,12 @@ def resolve_model_config(cfg: RunConfig) -> dict[str, Any]:
             raise ConfigError(f"model.{key}={overrides[key]} disagrees with data.{key}={value}; set only one of them")
         overrides[key] = value
     return to_dict(model_config(cfg.model_name, **overrides))
+
+
+def resolved_dict(cfg: RunConfig) -> dict[str, Any]:
+    """``cfg`` as plain values with the model's fields resolved from the registry: what
+    ``config.yaml`` holds and ``--print-config`` prints."""
+    return {**to_dict(cfg), "model": {"name": cfg.model_name, **resolve_model_config(cfg)}}
 
 
 def save_yaml(obj: dict[str, Any], path: str | Path) -> None:
@@ -489,8 +459,6 @@ def config_changes(old: dict[str, Any], new: dict[str, Any], processes: tuple[in
     global batch, times ``processes`` (old, new). A model key that follows the data (image_size,
     channels, ...) is named once, as the data key.
     """
-    from framecast.registry import model_config
-
     name = (new.get("model") or {}).get("name")
     defaults = to_dict(RunConfig(model={"name": name}))
     if (old.get("model") or {}).get("name") == name:

@@ -87,3 +87,118 @@ def per_frame(
 def compute(pred: Tensor, target: Tensor, lpips: Callable[[Tensor, Tensor], Tensor] | None = None) -> dict[str, float]:
     """Metrics averaged over clips and horizon steps, e.g. ``{"mse": 23.9, "ssim": 0.94, ...}``."""
     return {k: v.mean().item() for k, v in per_frame(pred, target, lpips).items()}
+
+
+# --------------------------------------------------------------------------- gridded arrays
+#
+# Arrays are scored in physical units: predictions and truth are taken back from the
+# normalised scale the model works on (x * scale + shift, per channel) first. Nothing is
+# clipped. Per frame (clip and horizon step) and channel:
+#
+# * ``mse/<channel>``, ``mae/<channel>``: per-pixel means; ``rmse/<channel>``: the square root
+#   of that frame's MSE (then averaged over frames and clips, as WeatherBench's RMSE);
+# * ``wrmse/<channel>`` on latitude-longitude grids: the latitude-weighted RMSE of WeatherBench
+#   (Rasp et al. 2020, eq. 1): squared errors weighted by cos(latitude) normalised to mean 1;
+# * ``mse``, ``mae``, ``rmse``, ``wrmse``: the mean of the channels' values (in one channel:
+#   that channel's); ``mse_norm``: MSE on the normalised scale, channels weighing alike;
+# * ``ssim``, ``psnr``: only for image-like data (min-max normalised to [0, 1]), on that scale
+#   clipped to [0, 1], as for images.
+#
+# Masked pixels (NaN in the data, ``data.nan: mask``) count in no metric; a frame with no valid
+# pixel in a channel gives NaN there, which the averages leave out.
+
+
+def array_metric_names(channels: list[str], lat_weights, image_like: bool) -> tuple[str, ...]:
+    """The names ``per_frame_array`` returns for these channels."""
+    names = ["mse", "mae", "rmse", "mse_norm"] + (["wrmse"] if lat_weights is not None else [])
+    for ch in channels:
+        names += [f"mse/{ch}", f"mae/{ch}", f"rmse/{ch}"] + ([f"wrmse/{ch}"] if lat_weights is not None else [])
+    return tuple(names) + (("ssim", "psnr") if image_like else ())
+
+
+def per_frame_array(
+    pred: Tensor,
+    target: Tensor,
+    shift: Tensor,
+    scale: Tensor,
+    channels: list[str],
+    valid: Tensor | None = None,
+    lat_weights: Tensor | None = None,
+    image_like: bool = False,
+) -> dict[str, Tensor]:
+    """Physical-unit metrics for every clip and horizon step: name -> (B, T) float64 (NaN where
+    a frame has no valid pixel).
+
+    Args:
+        pred, target: (B, T, C, H, W) on the normalised scale (target without NaNs: masked
+            pixels filled with any number and named by ``valid``).
+        shift, scale: (C,) the normalisation, ``x_physical = x * scale + shift``.
+        channels: the C channel names.
+        valid: (B, T, C, H, W) bool, False at masked pixels (None: every pixel counts).
+        lat_weights: (H,) cos(latitude) normalised to mean 1, for ``wrmse``.
+        image_like: add ``ssim`` and ``psnr`` on the normalised scale clipped to [0, 1].
+    """
+    if pred.shape != target.shape or pred.dim() != 5:
+        raise ValueError(
+            f"pred and target must be equal (B, T, C, H, W) shapes, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    p, y = pred.detach().double(), target.detach().double()
+    v = torch.ones_like(p) if valid is None else valid.to(p.dtype)
+    err_n = (p - y) * v
+    err = err_n * scale.to(p).view(1, 1, -1, 1, 1)  # physical: the shift cancels
+    n = v.sum((3, 4))  # (B, T, C) valid pixels
+    nan = torch.tensor(float("nan"), dtype=p.dtype, device=p.device)
+
+    def mean_px(x: Tensor, count: Tensor = n) -> Tensor:
+        return torch.where(count > 0, x / count.clamp_min(1e-12), nan)
+
+    mse = mean_px(err.pow(2).sum((3, 4)))  # (B, T, C)
+    mae = mean_px(err.abs().sum((3, 4)))
+    rmse = mse.sqrt()
+    out = {
+        "mse": mse.nanmean(-1),
+        "mae": mae.nanmean(-1),
+        "rmse": rmse.nanmean(-1),
+        "mse_norm": mean_px(err_n.pow(2).sum((3, 4))).nanmean(-1),
+    }
+    if lat_weights is not None:
+        w = lat_weights.to(p).view(1, 1, 1, -1, 1)
+        wrmse = mean_px((err.pow(2) * w).sum((3, 4)), (v * w).sum((3, 4))).sqrt()
+        out["wrmse"] = wrmse.nanmean(-1)
+    for i, ch in enumerate(channels):
+        out[f"mse/{ch}"], out[f"mae/{ch}"], out[f"rmse/{ch}"] = mse[..., i], mae[..., i], rmse[..., i]
+        if lat_weights is not None:
+            out[f"wrmse/{ch}"] = wrmse[..., i]
+    if image_like:
+        b, t = p.shape[:2]
+        p8, y8 = to_uint8_levels(p), to_uint8_levels(y)
+        mse8 = (p8 - y8).pow(2).mean((2, 3, 4)).clamp_min(1e-10)
+        out["psnr"] = 20 * math.log10(255.0) - 10 * torch.log10(mse8)
+        out["ssim"] = ssim_frames(p8.flatten(0, 1), y8.flatten(0, 1)).reshape(b, t)
+    return out
+
+
+def describe_array_metrics(meta: dict) -> dict[str, str]:
+    """What each array metric is, for metrics.json and reports (``meta``: the data's
+    ``ArrayWindows.meta``)."""
+    channels = ", ".join(meta["channels"])
+    out = {
+        "mse, mae, rmse": f"physical units of each channel ({channels}), per pixel; rmse per frame, then averaged; "
+        "without a channel name: the mean over channels",
+        "mse_norm": f"MSE on the model's normalised scale ({meta['normalize']}), channels weighing alike",
+    }
+    out["wrmse"] = (
+        "latitude-weighted RMSE (WeatherBench): squared errors weighted by cos(latitude) normalised to mean 1"
+        if meta.get("lat_weights") is not None
+        else "not computed: the grid has no latitude coordinate"
+    )
+    out["ssim, psnr"] = (
+        "on the min-max normalised [0, 1] scale, clipped, as for images"
+        if meta.get("image_like")
+        else f"not computed: SSIM and PSNR score images, and data normalised by {meta['normalize']} is not image-like "
+        "(data.normalize: minmax scores them on [0, 1])"
+    )
+    out["lpips"] = "not computed: LPIPS compares photographs through an ImageNet network"
+    if meta.get("nan") == "mask":
+        out["nan"] = "NaN pixels of the data are masked: left out of the loss and of every metric"
+    return out

@@ -20,8 +20,8 @@ from typing import Any
 
 from torch import nn
 
-from framecast.config import build_dataclass
 from framecast.errors import ConfigError, did_you_mean, unknown_choice
+from framecast.validation import build_dataclass
 
 
 @dataclass(frozen=True)

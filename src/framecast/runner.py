@@ -3,7 +3,9 @@
 Used by the CLI and by ``compare``: both go through these two functions.
 """
 
+import dataclasses
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -18,8 +20,12 @@ from framecast.checkpoint import SafeCheckpointIO, read_checkpoint, resume_check
 from framecast.config import DataConfig, RunConfig, config_changes, resolve_model_config, save_yaml, to_dict
 from framecast.data import FrameDataModule
 from framecast.errors import FramecastError, warn
-from framecast.io import atomic_write_text
+from framecast.io import atomic_write_text, previous_path
+from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
+from framecast.metrics import describe_array_metrics
+from framecast.precision import AUTO, Choice, static_precision
+from framecast.precision import resolve as resolve_precision
 from framecast.progress import PlainProgress, draws_on_a_terminal
 from framecast.task import FrameTask, is_trainable
 
@@ -64,11 +70,66 @@ class TrainingClock(Callback):
 
 
 def make_task(cfg: RunConfig) -> FrameTask:
+    """The task of ``cfg`` (channels-last if ``trainer.channels_last`` is true; ``auto`` is
+    resolved by ``resolve_trainer``, which fit and test_model call next)."""
     model_cfg = resolve_model_config(cfg)
     task = FrameTask(cfg.model_name, model_cfg, cfg.data.n_context, cfg.data.n_future, to_dict(cfg.train))
-    if cfg.trainer.channels_last:
+    if cfg.trainer.channels_last is True:
         task.model.to(memory_format=torch.channels_last)
     return task
+
+
+def _log_rank_zero(msg: str) -> None:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        print(f"framecast: {msg}", file=sys.stderr)
+
+
+def resolve_trainer(
+    cfg: RunConfig, model: torch.nn.Module, kind: str = "train", stored: dict[str, Any] | None = None, log=None
+) -> tuple[RunConfig, Choice]:
+    """Resolve ``trainer.precision`` / ``trainer.channels_last`` ``auto`` for ``model`` on this
+    machine (``framecast.precision``: measured on a CPU, once per machine and model shape), put
+    ``model`` in the chosen layout, and return ``cfg`` with the concrete values and the choice.
+
+    ``kind``: ``train`` times a training step, ``infer`` a forward pass (testing). ``stored``:
+    the trainer section of the checkpoint being resumed; ``auto`` then keeps its values, so a
+    resumed run keeps its arithmetic and ``check_resume`` sees no change.
+    """
+    t, d = cfg.trainer, cfg.data
+    choice = resolve_precision(
+        model,
+        t.precision,
+        t.channels_last,
+        accelerator=t.accelerator,
+        kind=kind,
+        batch=d.batch_size,
+        n_context=d.n_context,
+        n_future=d.n_future if kind == "train" else d.test_length - d.n_context,
+        image_size=d.image_size,
+        num_nodes=t.num_nodes,
+        stored=stored,
+        log=log or _log_rank_zero,
+    )
+    model.to(memory_format=torch.channels_last if choice.channels_last else torch.contiguous_format)
+    trainer = dataclasses.replace(t, precision=choice.precision, channels_last=choice.channels_last)
+    return dataclasses.replace(cfg, trainer=trainer), choice
+
+
+def _stored_trainer(ckpt: Path) -> dict[str, Any] | None:
+    """The trainer section of the run config stored in ``ckpt`` (or its previous copy), if any."""
+    for candidate in (ckpt, previous_path(ckpt)):
+        if not candidate.is_file():
+            continue
+        try:
+            meta = read_checkpoint(candidate).get("framecast")
+        except FramecastError:
+            continue  # resume_checkpoint names the broken file
+        run = meta.get("run_config") if isinstance(meta, dict) else None
+        trainer = run.get("trainer") if isinstance(run, dict) else None
+        return trainer if isinstance(trainer, dict) else None
+    return None
 
 
 def _strategy(name: str) -> Any:
@@ -104,7 +165,7 @@ def make_trainer(
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
         max_time={"minutes": t.max_time_minutes} if t.max_time_minutes else None,
-        precision=t.precision,
+        precision=static_precision(t.precision, t.accelerator),  # auto: resolve_trainer measures first
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
@@ -165,6 +226,17 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     task = make_task(cfg)
     data = FrameDataModule(cfg.data)
     data.setup()  # fail on bad data before the run folder is touched
+    if cfg.data.is_array:  # physical values: no [0, 1] check, masked NaNs, metrics in physical units
+        check_array_model(task.model, cfg.data)
+        task.use_array_data(data.array_meta)
+    # precision / channels_last auto -> concrete values (measured, cached, or the resumed
+    # checkpoint's); the resolved config, config.yaml and every checkpoint store those
+    stored = (
+        _stored_trainer(out / "checkpoints" / "last.ckpt")
+        if resume and AUTO in (cfg.trainer.precision, cfg.trainer.channels_last)
+        else None
+    )
+    cfg, choice = resolve_trainer(cfg, task.model, "train", stored)
     resolved = to_dict(cfg)
     resolved["model"] = {"name": cfg.model_name, **task.hparams.model_config}
     task.run_config = resolved  # every checkpoint stores it: its data, and what a resume must match
@@ -206,6 +278,7 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
         "best_checkpoint": str(Path(best.best_model_path)) if best.best_model_path else str(ckpt_path),
         "last_checkpoint": str(ckpt_path),
         "val_mse": float(best.best_model_score) if best.best_model_score is not None else None,
+        "precision": choice.record(),  # what ran, why, and the machine it ran on
     }
     if trainer.is_global_zero:
         atomic_write_text(out / "train_stats.json", json.dumps(stats, indent=2))
@@ -220,11 +293,16 @@ def test_model(model: torch.nn.Module, cfg: RunConfig, lpips=None) -> dict[str, 
     """
     check_model_fits(model, cfg.data)
     horizon = cfg.data.test_length - cfg.data.n_context
+    arrays = cfg.data.is_array
+    lpips = None if arrays else lpips  # LPIPS compares photographs
     task = FrameTask(model.model_name, to_dict(model.config), cfg.data.n_context, horizon, to_dict(cfg.train), lpips)
     task.model.load_state_dict(model.state_dict())
-    if cfg.trainer.channels_last:
-        task.model.to(memory_format=torch.channels_last)
-    data = FrameDataModule(cfg.data)
+    cfg, choice = resolve_trainer(cfg, task.model, "infer")  # auto: the fastest forward pass here
+    # arrays: the normalisation the checkpoint was trained with (a baseline fits it on train)
+    stored = (getattr(model, "checkpoint_meta", None) or {}).get("array") if arrays else None
+    data = FrameDataModule(cfg.data, normalization=stored)
+    if arrays:
+        task.use_array_data(data.array_meta)
     trainer = make_trainer(cfg, logger=False, checkpointing=False)
     trainer.test(task, datamodule=data, verbose=False)
     res = task.test_results
@@ -234,6 +312,8 @@ def test_model(model: torch.nn.Module, cfg: RunConfig, lpips=None) -> dict[str, 
         "mean": {k: float(v.mean()) for k, v in res.items()},
         "per_horizon": {k: [float(x) for x in v] for k, v in res.items()},
         "n_clips": n_clips,
+        "precision": choice.record(),  # what the scores were computed in, and on which machine
+        **({"metrics": describe_array_metrics(task.array_meta)} if arrays else {}),
     }
 
 
@@ -242,6 +322,8 @@ def check_model_fits(model: torch.nn.Module, data: DataConfig) -> None:
     weights do not take (fixed size, or not divisible by its patch), fewer context frames than
     it reads. Any horizon works: every model rolls out (or chunks) as far as asked."""
     c = model.config
+    if data.is_array or (getattr(model, "checkpoint_meta", None) or {}).get("array"):
+        check_array_checkpoint(model, data)
     channels = getattr(c, "channels", None)
     if channels is not None and channels != data.channels:
         raise FramecastError(
@@ -249,16 +331,22 @@ def check_model_fits(model: torch.nn.Module, data: DataConfig) -> None:
             f"set --data.channels {channels}"
         )
     size = getattr(c, "image_size", None)
-    if size is not None and getattr(model, "fixed_size", False) and size != data.image_size:
+    if size is not None and getattr(model, "fixed_size", False) and as_hw(size) != data.frame_size:
+        if isinstance(size, int) and isinstance(data.image_size, int):
+            raise FramecastError(
+                f"the model takes {size}x{size} frames only (its weights fix the frame size) but data.image_size "
+                f"is {data.image_size}; set --data.image_size {size}"
+            )
         raise FramecastError(
-            f"the model takes {size}x{size} frames only (its weights fix the frame size) but data.image_size "
-            f"is {data.image_size}; set --data.image_size {size}"
+            f"the model takes {show_size(size)} frames only (its weights fix the frame size) but the data is "
+            f"{show_size(data.frame_size)}" + ("; set --data.resize to resample" if data.is_array else "")
         )
     patch = getattr(c, "patch_size", 1)
-    if data.image_size % patch:
+    if data.frame_size[0] % patch or data.frame_size[1] % patch:
+        shown = data.image_size if isinstance(data.image_size, int) else show_size(data.image_size)
         raise FramecastError(
-            f"data.image_size {data.image_size} is not divisible by the model's patch_size {patch}; "
-            f"pick a multiple of {patch}"
+            f"data.image_size {shown} is not divisible by the model's patch_size {patch}; "
+            f"pick a multiple of {patch}" + (" (data.resize resamples arrays)" if data.is_array else "")
         )
     n_context = getattr(c, "n_context", None)
     if n_context is not None and data.n_context < n_context:
@@ -268,26 +356,68 @@ def check_model_fits(model: torch.nn.Module, data: DataConfig) -> None:
         )
 
 
+def check_array_checkpoint(model: torch.nn.Module, data: DataConfig) -> None:
+    """Refuse a checkpoint trained on other array channels or another normalisation than
+    ``data`` (or trained on arrays, scored on images, and the other way round)."""
+    meta = (getattr(model, "checkpoint_meta", None) or {}).get("array")
+    if meta is None:
+        return  # a baseline, a converted checkpoint or an older one: nothing stored to compare
+    if not data.is_array:
+        raise FramecastError(
+            f"the checkpoint was trained on gridded arrays ({meta.get('dataset')}: {', '.join(meta['channels'])}), "
+            f"not on {data.name} images; set --data.name {meta.get('dataset')} and its data.path / data.root"
+        )
+    from framecast.data.array import open_data
+
+    channels = list(open_data(data).channels)
+    if channels != list(meta["channels"]):
+        raise FramecastError(
+            f"the checkpoint was trained on channels {', '.join(meta['channels'])}, but the data has "
+            f"{', '.join(channels)}; pick the same variables (data.variables) or another checkpoint"
+        )
+    if meta["normalize"] != data.normalize:
+        raise FramecastError(
+            f"the checkpoint was trained on data.normalize {meta['normalize']}, not {data.normalize}: its "
+            f"predictions are on that scale; drop the override (the checkpoint's statistics are used)"
+        )
+
+
+def check_array_model(model: torch.nn.Module, data: DataConfig) -> None:
+    """A model whose output ends in a sigmoid predicts [0, 1] only: refuse it on arrays not
+    min-max normalised."""
+    c = model.config
+    sigmoid = getattr(model, "bounded_output", False)
+    if sigmoid and data.normalize != "minmax":
+        fix = "set model.output: linear or " if getattr(c, "output", None) == "sigmoid" else ""
+        raise FramecastError(
+            f"{model.model_name} ends in a sigmoid (predictions in [0, 1]) but data.normalize {data.normalize} "
+            f"gives values outside [0, 1]; {fix}set data.normalize: minmax"
+        )
+
+
 def scored_data(data: DataConfig, n_clips: int) -> dict[str, Any]:
     """What a test score was measured on; every score travels with it."""
-    return {
+    out = {
         "dataset": data.name,
         "root": data.root,
         "test_file": data.test_file,
         "split": "test",
-        "image_size": data.image_size,
+        "image_size": list(data.image_size) if isinstance(data.image_size, tuple) else data.image_size,
         "channels": data.channels,
         "n_context": data.n_context,
         "n_future": data.test_length - data.n_context,
         "n_clips": n_clips,
         "seed": data.seed,
     }
+    if data.is_array:  # the file, the variables and the scale
+        out.update(path=data.path, variables=data.variables, normalize=data.normalize, nan=data.nan)
+    return out
 
 
 def describe_data(d: dict[str, Any]) -> str:
     """``scored_data`` in one line: ``moving_mnist test split, 6 clips of 32x32x1, 4 -> 3 frames``."""
-    where = "".join(f", {k} {d[k]}" for k in ("root", "test_file") if d.get(k))
+    where = "".join(f", {k} {d[k]}" for k in ("root", "test_file", "path") if d.get(k))
     return (
-        f"{d['dataset']} {d['split']} split, {d['n_clips']} clips of {d['image_size']}x{d['image_size']}x"
+        f"{d['dataset']} {d['split']} split, {d['n_clips']} clips of {show_size(d['image_size'])}x"
         f"{d['channels']}, {d['n_context']} -> {d['n_future']} frames{where}"
     )

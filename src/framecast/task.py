@@ -46,6 +46,38 @@ class FrameMetrics(torchmetrics.Metric):
         return {name: getattr(self, name) / self.count.clamp_min(1) for name in self.names}
 
 
+class ArrayMetrics(torchmetrics.Metric):
+    """Physical-unit metrics of gridded arrays (``metrics.per_frame_array``) per horizon step:
+    sums and counts of the defined values (a frame whose pixels are all masked counts in none)."""
+
+    full_state_update = False
+
+    def __init__(self, n_future: int, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.channels = list(meta["channels"])
+        self.image_like = bool(meta.get("image_like"))
+        lat = meta.get("lat_weights")
+        self.names = M.array_metric_names(self.channels, lat, self.image_like)
+        self.register_buffer("scale", torch.tensor(meta["scale"], dtype=torch.float64), persistent=False)
+        self.register_buffer("shift", torch.tensor(meta["shift"], dtype=torch.float64), persistent=False)
+        self.lat = None if lat is None else torch.tensor(lat, dtype=torch.float64)
+        for i in range(len(self.names)):  # state names must be attributes: indices, not "mse/t2m"
+            self.add_state(f"s{i}", default=torch.zeros(n_future, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(f"n{i}", default=torch.zeros(n_future, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
+        lat = None if self.lat is None else self.lat.to(pred.device)
+        per = M.per_frame_array(pred, target, self.shift, self.scale, self.channels, valid, lat, self.image_like)
+        for i, name in enumerate(self.names):
+            values = per[name].to(self.s0.device)  # (B, T)
+            ok = ~torch.isnan(values)
+            getattr(self, f"s{i}").add_(torch.where(ok, values, 0).sum(0))
+            getattr(self, f"n{i}").add_(ok.sum(0))
+
+    def compute(self) -> dict[str, Tensor]:
+        return {name: getattr(self, f"s{i}") / getattr(self, f"n{i}").clamp_min(1) for i, name in enumerate(self.names)}
+
+
 class FrameTask(L.LightningModule):
     """Trains and tests any registered model.
 
@@ -79,6 +111,29 @@ class FrameTask(L.LightningModule):
         # The resolved run config (model, data, train, trainer) that runner.fit trains with;
         # stored in every checkpoint, so a checkpoint knows its data and resuming can check it.
         self.run_config: dict[str, Any] | None = None
+        # The range every clip must lie in: a property of the data (images: [0, 1]); gridded
+        # arrays are normalised physical values and set None (use_array_data).
+        self.value_range: tuple[float, float] | None = (0.0, 1.0)
+        self.array_meta: dict[str, Any] | None = None
+
+    def use_array_data(self, meta: dict[str, Any] | None) -> None:
+        """Train and score on gridded arrays (``ArrayWindows.meta``: channels, normalisation,
+        NaN policy, latitude weights): no [0, 1] check, NaNs masked with ``nan: mask``, metrics
+        in physical units; the checkpoint stores ``meta`` so testing and forecasting undo the
+        training data's normalisation."""
+        if meta is None:
+            return
+        self.array_meta, self.value_range = dict(meta), None
+        self.test_metrics = ArrayMetrics(self.n_future, meta)
+        self.val_metrics = ArrayMetrics(self.n_future, meta)
+
+    def _prepare(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The batch with masked NaNs filled by 0 (the normalised mean, for standard
+        normalisation) and the mask of valid values (None: all valid)."""
+        if self.array_meta is None or self.array_meta.get("nan") != "mask":
+            return batch, None
+        valid = ~torch.isnan(batch)
+        return (batch, None) if bool(valid.all()) else (batch.nan_to_num(0.0), valid)
 
     # ------------------------------------------------------------------ policy
 
@@ -102,14 +157,23 @@ class FrameTask(L.LightningModule):
         mask = sampling_mask(batch_size * world, self.n_context, self.n_future, enc, dec, gen, self.device)
         return mask[rank::world]
 
-    def loss(self, clip: Tensor, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Frame MSE (+ optional L1 and BCE) over every frame the model predicts, plus the model's own terms."""
+    def loss(self, clip: Tensor, mask: Tensor | None, valid: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Frame MSE (+ optional L1 and BCE) over every frame the model predicts, plus the model's own
+        terms; ``valid`` (the clip's shape, bool): only those values count (masked NaNs)."""
         context, future = clip[:, : self.n_context], clip[:, self.n_context :]
         out = self.model(context, self.n_future, future=future, mask=mask)
         target = clip[:, -out.frames.shape[1] :]
         pred = out.frames.float()
         if self.cfg.clip_loss:
             pred = pred.clamp(0, 1)
+        if valid is not None:
+            keep = valid[:, -out.frames.shape[1] :].float()
+            count = keep.sum().clamp_min(1)
+            err = (pred - target.float()) * keep
+            terms = {"mse": err.pow(2).sum() / count, **out.losses}
+            if self.cfg.l1_weight:
+                terms["l1"] = self.cfg.l1_weight * err.abs().sum() / count
+            return sum(terms.values()), terms
         terms = {"mse": F.mse_loss(pred, target.float()), **out.losses}
         if self.cfg.l1_weight:
             terms["l1"] = self.cfg.l1_weight * F.l1_loss(pred, target.float())
@@ -134,6 +198,7 @@ class FrameTask(L.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         self._check_batch(batch)
+        batch, valid = self._prepare(batch)
         opt = self.optimizers()
         itr = self.iteration
         if self.cfg.lr_schedule == "onecycle":
@@ -141,8 +206,9 @@ class FrameTask(L.LightningModule):
                 group["lr"] = onecycle_lr(self.budget_progress(), self.cfg.lr, self.cfg.onecycle_pct_start)
         mask = self.teacher_mask(batch.shape[0], itr)
         clips = [batch, batch.flip(1)] if self.cfg.reverse_input else [batch]
-        for clip in clips:
-            loss, terms = self.loss(clip, mask)
+        valids = [valid, None if valid is None else valid.flip(1)]
+        for clip, ok in zip(clips, valids):
+            loss, terms = self.loss(clip, mask, ok)
             if self._nonfinite(loss):
                 if self.cfg.on_nonfinite == "stop":
                     raise FramecastError(
@@ -167,21 +233,27 @@ class FrameTask(L.LightningModule):
             self._log_images(batch)
         return loss
 
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+    def _score(self, metrics: torchmetrics.Metric, batch: Tensor) -> None:
         self._check_batch(batch)
+        batch, valid = self._prepare(batch)
         pred = self.model(batch[:, : self.n_context], self.n_future).future(self.n_future)
-        self.val_metrics.update(pred, batch[:, self.n_context :])
+        if self.array_meta is None:
+            metrics.update(pred, batch[:, self.n_context :])
+        else:
+            metrics.update(pred, batch[:, self.n_context :], None if valid is None else valid[:, self.n_context :])
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._score(self.val_metrics, batch)
 
     def on_validation_epoch_end(self) -> None:
         res = self.val_metrics.compute()
         self.val_metrics.reset()
-        for name in ("mse", "mae", "ssim", "psnr"):
-            self.log(f"val/{name}", res[name].mean().float(), prog_bar=name in ("mse", "ssim"), sync_dist=False)
+        for name in ("mse", "mae", "ssim", "psnr", "rmse", "wrmse", "mse_norm"):
+            if name in res:
+                self.log(f"val/{name}", res[name].mean().float(), prog_bar=name in ("mse", "ssim"), sync_dist=False)
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        self._check_batch(batch)
-        pred = self.model(batch[:, : self.n_context], self.n_future).future(self.n_future)
-        self.test_metrics.update(pred, batch[:, self.n_context :])
+        self._score(self.test_metrics, batch)
 
     def on_test_epoch_end(self) -> None:
         self.test_results = {k: v.cpu() for k, v in self.test_metrics.compute().items()}
@@ -227,6 +299,8 @@ class FrameTask(L.LightningModule):
             "n_context": self.n_context,
             "n_future": self.n_future,
         }
+        if self.array_meta is not None:  # the normalisation testing and forecasting undo
+            checkpoint["framecast"]["array"] = self.array_meta
         if self.run_config is not None:
             checkpoint["framecast"]["run_config"] = self.run_config
             # data.batch_size is per process: the global batch needs the number of processes
@@ -236,8 +310,10 @@ class FrameTask(L.LightningModule):
         want = self.n_context + self.n_future
         if batch.dim() != 5 or batch.shape[1] < want:
             raise FramecastError(f"batches must be (B, T, C, H, W) clips with T >= {want}, got {tuple(batch.shape)}")
+        if self.value_range is None:  # arrays: the dataset refused NaNs unless they are masked
+            return
         lo, hi = (float(v) for v in torch.aminmax(batch))
-        if lo < 0 or hi > 1:
+        if lo < self.value_range[0] or hi > self.value_range[1]:
             raise FramecastError(
                 f"clip values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]; divide uint8 frames by 255"
             )
@@ -247,8 +323,12 @@ class FrameTask(L.LightningModule):
         writer = getattr(self.logger, "experiment", None)
         if writer is None or not hasattr(writer, "add_image"):
             return
-        clip = batch[:1]
-        pred = self.model(clip[:, : self.n_context], self.n_future).future(self.n_future).float().clamp(0, 1)
+        clip = self._prepare(batch[:1])[0]
+        pred = self.model(clip[:, : self.n_context], self.n_future).future(self.n_future).float()
+        if self.array_meta is not None:  # the first channel, its range mapped to [0, 1]
+            lo, hi = clip[:, :, :1].amin(), clip[:, :, :1].amax()
+            clip, pred = ((x[:, :, :1] - lo) / (hi - lo).clamp_min(1e-6) for x in (clip, pred))
+        pred = pred.clamp(0, 1)
         writer.add_image(
             "train/context_truth_prediction_error", frame_grid(clip[0], pred[0], self.n_context), self.global_step
         )

@@ -1,4 +1,5 @@
-"""The one data module: train / val / test clips of shape (B, T, C, H, W) in [0, 1]."""
+"""The one data module: train / val / test clips of shape (B, T, C, H, W): images in [0, 1], or
+normalised gridded arrays (``framecast.data.array``)."""
 
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ from framecast.data.moving_mnist import FixedClips, MovingMNIST, fixed_test_set,
 from framecast.errors import ConfigError, unknown_choice
 from framecast.lightning_compat import batches_done_in_epoch
 
-DATASETS = ("moving_mnist", "kth", "ucf101", "video_folder")
+DATASETS = ("moving_mnist", "kth", "ucf101", "video_folder", *DataConfig.ARRAYS)
 
 
 class FreshSampler(Sampler[int]):
@@ -65,10 +66,15 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.n, self.world))
 
 
-def build_datasets(cfg: DataConfig) -> dict[str, Dataset]:
-    """The train, val and test datasets that ``cfg`` describes."""
+def build_datasets(cfg: DataConfig, normalization: dict | None = None) -> dict[str, Dataset]:
+    """The train, val and test datasets that ``cfg`` describes. Arrays: ``normalization`` is a
+    checkpoint's (``ArrayWindows.meta``), used instead of fitting one on the training split."""
     if cfg.name not in DATASETS:
         raise ConfigError(unknown_choice("dataset", cfg.name, DATASETS))
+    if cfg.is_array:
+        from framecast.data.array import build_arrays
+
+        return build_arrays(cfg, normalization)
     if cfg.name != "moving_mnist":
         from framecast.data.real import BUILDERS
 
@@ -100,15 +106,28 @@ class FrameDataModule(L.LightningDataModule):
     run resumed from any checkpoint continues the stream where it stopped.
     """
 
-    def __init__(self, cfg: DataConfig) -> None:
+    def __init__(self, cfg: DataConfig, normalization: dict | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.normalization = normalization  # arrays: a checkpoint's statistics, else fitted on train
         self.datasets: dict[str, Dataset] | None = None
         self._resume: tuple[int, int] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets is None:
-            self.datasets = build_datasets(self.cfg)
+            self.datasets = build_datasets(self.cfg, self.normalization)
+
+    @property
+    def array_meta(self) -> dict | None:
+        """Arrays: channels, normalisation, NaN policy and latitude weights (None for images)."""
+        self.setup()
+        return getattr(self.datasets["train"], "meta", None)
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        """The range every clip lies in ([0, 1] for images; None for arrays)."""
+        self.setup()
+        return getattr(self.datasets["train"], "value_range", (0.0, 1.0))
 
     def _ranks(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -1,7 +1,7 @@
 """Blocks shared by two or more models."""
 
 from framecast.layers.convlstm_cell import ConvLSTMCell
-from framecast.layers.patch import check_patch, patchify, unpatchify
+from framecast.layers.patch import as_hw, check_patch, patchify, show_size, unpatchify
 from framecast.layers.rollout import feedback_rollout
 
-__all__ = ["ConvLSTMCell", "check_patch", "feedback_rollout", "patchify", "unpatchify"]
+__all__ = ["ConvLSTMCell", "as_hw", "check_patch", "feedback_rollout", "patchify", "show_size", "unpatchify"]

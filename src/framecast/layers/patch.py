@@ -10,12 +10,29 @@ from torch import Tensor
 from framecast.errors import ConfigError
 
 
-def check_patch(image_size: int, patch_size: int, what: str = "model") -> None:
-    """Raise ``ConfigError`` (a ``ValueError``) unless ``patch_size`` divides ``image_size``."""
-    if patch_size < 1 or image_size % patch_size:
-        fits = [p for p in range(1, min(image_size, 16) + 1) if image_size % p == 0]
+def as_hw(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """A frame size as (H, W): an int is a square, a pair is (H, W)."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    h, w = image_size
+    return int(h), int(w)
+
+
+def show_size(image_size: int | tuple[int, int] | list[int]) -> str:
+    """``32x64`` for (32, 64) (and ``64x64`` for 64)."""
+    h, w = as_hw(image_size)
+    return f"{h}x{w}"
+
+
+def check_patch(image_size: int | tuple[int, int], patch_size: int, what: str = "model") -> None:
+    """Raise ``ConfigError`` (a ``ValueError``) unless ``patch_size`` divides ``image_size``
+    (an int, or (H, W): both sides)."""
+    h, w = as_hw(image_size)
+    if patch_size < 1 or h % patch_size or w % patch_size:
+        fits = [p for p in range(1, min(h, w, 16) + 1) if h % p == 0 and w % p == 0]
+        shown = image_size if isinstance(image_size, int) else show_size(image_size)
         raise ConfigError(
-            f"{what}: patch_size {patch_size} does not divide image_size {image_size}; patch sizes that fit: {fits}"
+            f"{what}: patch_size {patch_size} does not divide image_size {shown}; patch sizes that fit: {fits}"
         )
 
 

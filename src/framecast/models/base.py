@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from framecast.errors import InputError
-from framecast.layers import patchify, unpatchify
+from framecast.layers import as_hw, patchify, unpatchify
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Predictor(nn.Module):
         """Predict ``n_future`` frames after ``context``.
 
         Args:
-            context: (B, Tc, C, H, W) frames in [0, 1].
+            context: (B, Tc, C, H, W) frames: in [0, 1] for images, normalised values for arrays.
             n_future: number of frames to predict.
             future: (B, n_future, C, H, W) true future frames (training only).
             mask: (B, Tc + n_future - 2) teacher-forcing probabilities (training only).
@@ -87,10 +87,10 @@ class Predictor(nn.Module):
                 f"context has {context.shape[2]} channels but the model expects {channels} (B, T, C, H, W); got {tuple(context.shape)}"
             )
         size = getattr(cfg, "image_size", None)
-        if size is not None and self.fixed_size and tuple(context.shape[-2:]) != (size, size):
-            raise InputError(
-                f"context frames are {context.shape[-2]}x{context.shape[-1]} but the model expects {size}x{size}"
-            )
+        if size is not None and self.fixed_size and tuple(context.shape[-2:]) != as_hw(size):
+            h, w = as_hw(size)
+            got = f"{context.shape[-2]}x{context.shape[-1]}"
+            raise InputError(f"context frames are {got} but the model expects {h}x{w}")
         patch = getattr(cfg, "patch_size", 1)
         if context.shape[-1] % patch or context.shape[-2] % patch:
             raise InputError(
@@ -101,6 +101,9 @@ class Predictor(nn.Module):
 
     # Models whose parameters depend on the frame size (layer norm, attention) set this.
     fixed_size: bool = False
+    # Models whose frames come out of a sigmoid (values in [0, 1] only) say so: they cannot
+    # predict data normalised outside [0, 1] (standardised arrays).
+    bounded_output: bool = False
     # Frame-by-frame recurrent models set this; they have ``step(x, state) -> (next, state)`` on
     # patchified frames (the step that ``feedback_rollout`` runs) and a ``patch_size``.
     streams: bool = False

@@ -12,7 +12,7 @@ from framecast.registry import register_model
 
 @dataclass
 class BaselineConfig:
-    channels: int = 1
+    channels: int = 1  # frame channels (follows data.channels)
 
 
 @register_model("copy_last", BaselineConfig, trainable=False, description="repeat the last context frame")

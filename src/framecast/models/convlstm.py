@@ -36,11 +36,11 @@ from framecast.registry import register_model
 
 @dataclass
 class ConvLSTMSeq2SeqConfig:
-    channels: int = 1
-    image_size: int = 64
-    hidden: int = 64
-    kernel_size: int = 3
-    patch_size: int = 1
+    channels: int = 1  # frame channels (follows data.channels)
+    image_size: int | tuple[int, int] = 64  # an int (square) or (H, W)
+    hidden: int = 64  # channels of every encoder and decoder cell
+    kernel_size: int = 3  # convolution kernel of the cells and the head (odd)
+    patch_size: int = 1  # frames enter as patch x patch pixel blocks stacked as channels (1: whole pixels)
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -60,6 +60,8 @@ class ConvLSTMSeq2SeqConfig:
 )
 class ConvLSTMSeq2Seq(Predictor):
     """The ConvLSTM encoder-decoder of the tutorial seed (see module docstring)."""
+
+    bounded_output = True  # the per-frame head ends in a sigmoid
 
     def __init__(self, config: ConvLSTMSeq2SeqConfig) -> None:
         super().__init__(config)
@@ -94,11 +96,11 @@ class ConvLSTMSeq2Seq(Predictor):
 
 @dataclass
 class ConvLSTMConfig:
-    channels: int = 1
-    image_size: int = 64
-    num_hidden: tuple[int, ...] = (128, 128, 128, 128)
-    filter_size: int = 5
-    patch_size: int = 4
+    channels: int = 1  # frame channels (follows data.channels)
+    image_size: int | tuple[int, int] = 64  # an int (square) or (H, W)
+    num_hidden: tuple[int, ...] = (128, 128, 128, 128)  # channels of each stacked cell, bottom to top
+    filter_size: int = 5  # gate convolution kernel (odd)
+    patch_size: int = 4  # frames enter as patch x patch pixel blocks stacked as channels
     # False: each gate convolution runs as conv_x(x) + conv_h(h), as in the official code (same
     # weights and results); the reference style of benchmarks/. True: one convolution over [x, h].
     fused_gates: bool = True

@@ -25,23 +25,23 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from framecast.errors import ConfigError, InputError
-from framecast.layers import check_patch
+from framecast.layers import as_hw, check_patch, show_size
 from framecast.models.base import Prediction, Predictor
 from framecast.registry import register_model
 
 
 @dataclass
 class MaxViTConfig:
-    channels: int = 1
-    image_size: int = 64
-    n_context: int = 10
+    channels: int = 1  # frame channels (follows data.channels)
+    image_size: int | tuple[int, int] = 64  # an int (square) or (H, W)
+    n_context: int = 10  # context frames, stacked as input channels (follows data.n_context)
     n_out: int = 10  # frames predicted per forward pass
-    dim: int = 64
-    depths: tuple[int, ...] = (2, 2, 2, 2)
-    dim_head: int = 32
-    window_size: int = 4
-    grid_size: int = 4
-    patch_size: int = 4
+    dim: int = 64  # channels of every block
+    depths: tuple[int, ...] = (2, 2, 2, 2)  # MaxViT blocks per stage
+    dim_head: int = 32  # channels per attention head
+    window_size: int = 4  # block attention: local windows of this many tokens per side
+    grid_size: int = 4  # grid attention: a dilated grid of this many tokens per side
+    patch_size: int = 4  # the embedding's stride: one token per patch x patch pixels
     # sigmoid: the seed's head; linear: no squashing (the recurrent models' head), trained with
     # train.clip_loss so that values outside [0, 1] cost nothing.
     output: str = "sigmoid"
@@ -50,14 +50,15 @@ class MaxViTConfig:
         if self.output not in ("sigmoid", "linear"):
             raise ConfigError(f"maxvit: output must be sigmoid or linear, got {self.output!r}")
         check_patch(self.image_size, self.patch_size, "maxvit")
-        feat = self.image_size // self.patch_size
-        fits = [d for d in range(1, feat + 1) if feat % d == 0]
+        fh, fw = (s // self.patch_size for s in as_hw(self.image_size))  # the feature map
+        fits = [d for d in range(1, min(fh, fw) + 1) if fh % d == 0 and fw % d == 0]
         for name in ("window_size", "grid_size"):
             size = getattr(self, name)
-            if size < 1 or feat % size:
+            if size < 1 or fh % size or fw % size:
+                shown = self.image_size if isinstance(self.image_size, int) else show_size(self.image_size)
                 raise ConfigError(
-                    f"maxvit: {name} {size} does not divide the {feat}x{feat} feature map "
-                    f"(image_size {self.image_size} / patch_size {self.patch_size}); sizes that fit: {fits}"
+                    f"maxvit: {name} {size} does not divide the {fh}x{fw} feature map "
+                    f"(image_size {shown} / patch_size {self.patch_size}); sizes that fit: {fits}"
                 )
         if self.dim % self.dim_head:
             raise ConfigError(f"maxvit: dim {self.dim} is not a multiple of dim_head {self.dim_head}")
@@ -100,6 +101,10 @@ class MaxViT(Predictor):
     """MaxViT frame predictor (see module docstring)."""
 
     fixed_size = True  # relative position tables fix the window, the stem fixes channels
+
+    @property
+    def bounded_output(self) -> bool:  # the seed's sigmoid head; output: linear is unbounded
+        return self.config.output == "sigmoid"
 
     def __init__(self, config: MaxViTConfig) -> None:
         super().__init__(config)

@@ -37,28 +37,34 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from framecast.errors import ConfigError
-from framecast.layers import check_patch, feedback_rollout, patchify, unpatchify
+from framecast.layers import as_hw, check_patch, feedback_rollout, patchify, unpatchify
 from framecast.models.base import Prediction, Predictor
 from framecast.registry import register_model
 
 
 @dataclass
 class PredRNNConfig:
-    channels: int = 1
-    image_size: int = 64
-    num_hidden: tuple[int, ...] = (128, 128, 128, 128)
-    filter_size: int = 5
-    stride: int = 1
-    patch_size: int = 4
-    layer_norm: bool = False
+    channels: int = 1  # frame channels (follows data.channels)
+    image_size: int | tuple[int, int] = 64  # an int (square) or (H, W)
+    num_hidden: tuple[int, ...] = (128, 128, 128, 128)  # channels of each ST-LSTM cell, bottom to top
+    filter_size: int = 5  # gate convolution kernel (odd)
+    stride: int = 1  # gate convolution stride (the official code's; only 1 is supported)
+    patch_size: int = 4  # frames enter as patch x patch pixel blocks stacked as channels
+    layer_norm: bool = False  # layer normalisation after each gate convolution (the official code's)
     decouple_beta: float = 0.0  # weight of the memory decoupling loss (PredRNN-V2)
     # Trade compute for memory in training: keep only each cell step's inputs and recompute its
     # gates in the backward pass (torch.utils.checkpoint). Same results; ~1/3 more compute.
-    checkpoint_cells: bool = False
+    # true: every cell; a number k: the bottom k cells only (k / layers of the cost and saving).
+    checkpoint_cells: bool | int = False
 
     def __post_init__(self) -> None:
         if not self.num_hidden or min(self.num_hidden) < 1:
             raise ConfigError(f"num_hidden must list at least one positive width, got {self.num_hidden}")
+        if not isinstance(self.checkpoint_cells, bool) and not 0 <= self.checkpoint_cells <= len(self.num_hidden):
+            raise ConfigError(
+                f"checkpoint_cells must be true, false or a number of cells 0..{len(self.num_hidden)}, "
+                f"got {self.checkpoint_cells}"
+            )
         if len(set(self.num_hidden)) != 1:
             # the zigzag memory flows through every layer, so every layer has the same width
             raise ConfigError(
@@ -82,11 +88,12 @@ def _conv(cin: int, cout: int, k: int, norm_shape: list[int] | None) -> nn.Seque
 class SpatioTemporalLSTMCell(nn.Module):
     """The ST-LSTM cell; returns the new (h, c, m) and the increments (delta_c, delta_m)."""
 
-    def __init__(self, in_channels: int, nh: int, width: int, k: int, layer_norm: bool) -> None:
+    def __init__(self, in_channels: int, nh: int, width: int | tuple[int, int], k: int, layer_norm: bool) -> None:
         super().__init__()
         self.nh = nh
         self.forget_bias = 1.0
-        ln = (lambda c: [c, width, width]) if layer_norm else (lambda c: None)
+        h, w = as_hw(width)  # the patched frame's (H, W); an int is a square
+        ln = (lambda c: [c, h, w]) if layer_norm else (lambda c: None)
         self.conv_x = _conv(in_channels, 7 * nh, k, ln(7 * nh))
         self.conv_h = _conv(nh, 4 * nh, k, ln(4 * nh))
         self.conv_m = _conv(nh, 3 * nh, k, ln(3 * nh))
@@ -147,7 +154,7 @@ class PredRNN(Predictor):
         super().__init__(config)
         c = config.channels * config.patch_size**2
         nh = config.num_hidden[0]
-        width = config.image_size // config.patch_size
+        width = tuple(s // config.patch_size for s in as_hw(config.image_size))
         self.cell_list = nn.ModuleList(
             SpatioTemporalLSTMCell(c if i == 0 else nh, nh, width, config.filter_size, config.layer_norm)
             for i in range(len(config.num_hidden))
@@ -168,13 +175,20 @@ class PredRNN(Predictor):
             state = ([zeros] * len(self.cell_list), [zeros] * len(self.cell_list), zeros)
         h, c, m = list(state[0]), list(state[1]), state[2]
         inp = x
+        cc = self.config.checkpoint_cells
+        lean = len(self.cell_list) if cc is True else int(cc)  # the bottom `lean` cells are recomputed
         for i, cell in enumerate(self.cell_list):
-            if self.config.checkpoint_cells and torch.is_grad_enabled():
+            if i < lean and torch.is_grad_enabled():
                 h[i], c[i], m, delta_c, delta_m = checkpoint(cell, inp, h[i], c[i], m, use_reentrant=False)
             else:
                 h[i], c[i], m, delta_c, delta_m = cell(inp, h[i], c[i], m)
             if decouple is not None:
-                decouple.append(decoupling_similarity(delta_c, delta_m, self.adapter))
+                if torch.is_grad_enabled():  # recomputed in backward (a 1x1 conv): 4 nh-tensors less kept per cell step
+                    decouple.append(
+                        checkpoint(decoupling_similarity, delta_c, delta_m, self.adapter, use_reentrant=False)
+                    )
+                else:
+                    decouple.append(decoupling_similarity(delta_c, delta_m, self.adapter))
             inp = h[i]
         return self.conv_last(h[-1]), (h, c, m)
 
