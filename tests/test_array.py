@@ -403,3 +403,39 @@ def test_a_large_memory_mapped_file_is_streamed_with_bounded_memory(tmp_path):
     assert ds["train"].meta["stats"]["count"][0] > 3000 * 64 * 64  # it did read the training steps
     assert traced < 80 * 2**20, f"numpy allocated {traced / 2**20:.0f} MB at peak for a 256 MB file"
     assert max(peak) - base < 150, f"anonymous memory grew {max(peak) - base:.0f} MB for a 256 MB file"
+
+
+def test_compare_report_on_a_multi_variable_grid(tmp_path):
+    """One report for models and baselines on a 2-variable 8 x 16 grid: per-variable RMSE in
+    physical units, no SSIM/PSNR/LPIPS for standardised data, and pictures of a channel."""
+    from framecast.compare import build_compare_config, compare
+
+    path = tmp_path / "grid.npy"
+    np.save(path, series())
+    values = {
+        "models": {"convlstm": {k: v for k, v in TINY.items() if k != "name"}},
+        "baselines": ["copy_last", "blank"],
+        "data": {"name": "array", "path": str(path), "n_context": 3, "n_future": 2, "batch_size": 4},
+        "trainer": {"max_epochs": 1, "limit_train_batches": 3, **FAST},
+        "train": {"image_every_n_steps": 0},
+        "out_dir": str(tmp_path / "report"),
+        "n_examples": 2,
+        "speed_batch": 2,
+        "lpips": "off",
+    }
+    compare(build_compare_config(values), log=lambda *_: None)
+    out = tmp_path / "report"
+    results = json.loads((out / "results.json").read_text())
+    means = {label: r["test"]["mean"] for label, r in results["results"].items()}
+    assert set(means) == {"convlstm", "copy_last", "blank"}
+    for m in means.values():
+        assert "ssim" not in m and "lpips" not in m
+    # physical units: `blank` predicts zeros of the normalised scale, i.e. each channel's training
+    # mean, so its RMSE is about each channel's spread: 5 / sqrt(2) for channel 0, twice that for 1
+    blank = means["blank"]
+    per_channel = sorted(k for k in blank if k.startswith("rmse/"))
+    assert per_channel == ["rmse/grid[0]", "rmse/grid[1]"]
+    assert 2 < blank[per_channel[0]] < 6 and 1.6 < blank[per_channel[1]] / blank[per_channel[0]] < 2.4
+    report = (out / "report.md").read_text()
+    assert "rmse" in report.lower() and "convlstm" in report
+    assert (out / "examples.png").is_file() and (out / "examples.gif").is_file()

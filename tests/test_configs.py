@@ -41,10 +41,13 @@ def test_reference_configs_run_the_reference_way():
 
 @pytest.mark.parametrize("name", [n for n in framecast.list_models() if get_entry(n).trainable])
 def test_cpu_config_is_the_registered_cpu_size(name):
-    """configs/cpu/<name>.yaml exists for every trainable model and its model section is exactly
-    the model's registered ``cpu`` size (models/<family>.py), so the two cannot drift apart."""
+    """The recommended CPU size lives in the model's file (registered ``cpu`` size, required by
+    tests/test_models.py); a measured configs/cpu/<name>.yaml, where there is one, runs exactly
+    that size, so the two cannot drift apart."""
     path = ROOT / "cpu" / f"{name}.yaml"
-    assert path.is_file(), f"{name} has no recommended CPU config: add {path.relative_to(ROOT.parent)}"
+    if not path.is_file():
+        assert "cpu" in get_entry(name).sizes
+        return
     section = dict(load_yaml(path)["model"])
     assert section.pop("name") == name
     assert section == to_dict(model_size(name, "cpu")), f"{path.name}: model section != registered cpu size"
