@@ -17,7 +17,15 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from framecast.checkpoint import SafeCheckpointIO, read_checkpoint, resume_checkpoint
-from framecast.config import DataConfig, RunConfig, config_changes, resolve_model_config, save_yaml, to_dict
+from framecast.config import (
+    DataConfig,
+    RunConfig,
+    config_changes,
+    resolve_model_config,
+    resolved_dict,
+    save_yaml,
+    to_dict,
+)
 from framecast.data import FrameDataModule
 from framecast.errors import FramecastError, warn
 from framecast.io import atomic_write_text, previous_path
@@ -237,8 +245,7 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
         else None
     )
     cfg, choice = resolve_trainer(cfg, task.model, "train", stored)
-    resolved = to_dict(cfg)
-    resolved["model"] = {"name": cfg.model_name, **task.hparams.model_config}
+    resolved = resolved_dict(cfg)  # what config.yaml holds (--print-config prints the same)
     task.run_config = resolved  # every checkpoint stores it: its data, and what a resume must match
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(

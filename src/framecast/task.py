@@ -36,7 +36,8 @@ class FrameMetrics(torchmetrics.Metric):
             self.add_state(name, default=torch.zeros(n_future, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: Tensor, target: Tensor) -> None:
+    def update(self, pred: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
+        """``valid``: accepted for ArrayMetrics' interface; image clips are never masked."""
         for name, values in M.per_frame(pred, target, self.lpips).items():  # (B, T)
             getattr(self, name).add_(values.sum(0).to(self.count.device))
         self.count.add_(pred.shape[0])
@@ -237,10 +238,7 @@ class FrameTask(L.LightningModule):
         self._check_batch(batch)
         batch, valid = self._prepare(batch)
         pred = self.model(batch[:, : self.n_context], self.n_future).future(self.n_future)
-        if self.array_meta is None:
-            metrics.update(pred, batch[:, self.n_context :])
-        else:
-            metrics.update(pred, batch[:, self.n_context :], None if valid is None else valid[:, self.n_context :])
+        metrics.update(pred, batch[:, self.n_context :], None if valid is None else valid[:, self.n_context :])
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         self._score(self.val_metrics, batch)
