@@ -26,3 +26,17 @@ def test_sampling_mask_shape_and_rates():
     assert (m[:, :9] == 1).all()
     assert abs(m[:, 9:].mean().item() - 0.25) < 0.02
     assert set(m.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_phydnet_teacher_forcing_ratio_and_mask():
+    from framecast.schedules import teacher_forcing_mask, teacher_forcing_ratio
+
+    assert teacher_forcing_ratio(0) == 1.0
+    assert teacher_forcing_ratio(100) == pytest.approx(0.7)
+    assert teacher_forcing_ratio(400) == 0.0  # floored at 0
+    g = torch.Generator().manual_seed(0)
+    masks = [teacher_forcing_mask(3, 10, 10, 0.3, g) for _ in range(2000)]
+    assert all(m.shape == (3, 18) and (m[:, :9] == 1).all() for m in masks)
+    futures = torch.stack([m[:, 9:] for m in masks])  # one draw per batch: all ones or all zeros
+    assert all(f.unique().numel() == 1 for f in futures)
+    assert abs(futures[:, 0, 0].mean().item() - 0.3) < 0.03

@@ -23,6 +23,8 @@ def test_masks_follow_the_schedules():
     s = task(sampling="scheduled").teacher_mask(2000, 25_000)
     assert (s[:, :2] == 1).all() and abs(s[:, 2:].mean().item() - 0.5) < 0.03
     assert task(sampling="none").teacher_mask(4, 1) is None
+    tf = task(sampling="teacher_forcing", teacher_forcing_decay=0.5)  # no trainer: epoch 0, ratio 1
+    assert (tf.teacher_mask(8, 7) == 1).all()
 
 
 def test_loss_includes_the_decoupling_term():

@@ -161,19 +161,30 @@ def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
     names = list_models(args.pattern)
     if not names:
         raise FramecastError(f"no model matches '{args.pattern}'; `framecast models` lists them all")
+    import torch
+
+    from framecast.compare import registered_flops
+
     width = max(map(len, names))
     order = ("published", "cpu", "test")
-    print(f"{'model':<{width}}  " + "  ".join(f"{s:>9}" for s in order) + "  (parameters per registered size)")
+    print(
+        f"{'model':<{width}}  " + "  ".join(f"{s:>9}" for s in order) + f"  {'GFLOPs published':>16}  {'cpu':>6}  "
+        "(parameters per registered size; forward GFLOPs of one 10 -> 10 clip)"
+    )
     for name in names:
         entry = get_entry(name)
         counts = []
         for size in order:
             if size in entry.sizes:
-                n = sum(p.numel() for p in create_model(name, size=size).parameters())
+                with torch.device("meta"):  # shapes only: published sizes build in a moment
+                    n = sum(p.numel() for p in create_model(name, size=size).parameters())
                 counts.append(f"{n / 1e6:7.2f} M")
             else:
                 counts.append(f"{'-' if entry.trainable else '0':>9}")
-        print(f"{name:<{width}}  {'  '.join(counts)}  {entry.description}")
+        flops = [registered_flops(name, s) if s in entry.sizes else None for s in ("published", "cpu")]
+        shown = [f"{f / 1e9:.1f}" if f else "-" for f in flops]
+        print(f"{name:<{width}}  {'  '.join(counts)}  {shown[0]:>16}  {shown[1]:>6}  {entry.description}")
+    print("FLOPs count a multiply-add as 2 (torch.utils.flop_counter); OpenSTL's tables (fvcore) count it as 1")
 
 
 def _is_rank_zero() -> bool:
@@ -399,7 +410,9 @@ def cmd_convert(args: argparse.Namespace, rest: list[str]) -> None:
         if not eq:
             raise FramecastError(f"--set takes key=value, got '{item}'")
         overrides[key] = yaml.safe_load(value)
-    out = convert(args.src, args.source, args.model, args.out, overrides)
+    out, notes = convert(args.src, args.source, args.model, args.out, overrides)
+    for note in notes:
+        print(f"note: {note}")
     print(f"wrote {out}")
 
 
@@ -459,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("convert", help="turn official PredRNN or OpenSTL weights into a framecast checkpoint")
     s.add_argument("src")
     s.add_argument("--from", dest="source", required=True, choices=["official", "openstl"])
-    s.add_argument("--model", required=True, help="predrnn or predrnn_v2")
+    s.add_argument("--model", required=True, help="the framecast model the weights are (e.g. predrnn_v2, simvp, tau)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config values the weights do not show")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_convert)

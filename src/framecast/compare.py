@@ -36,7 +36,7 @@ from framecast.config import (
 from framecast.data import build_datasets
 from framecast.errors import FramecastError
 from framecast.io import atomic_write_text
-from framecast.layers import show_size
+from framecast.layers import as_hw, show_size
 from framecast.machine import describe as describe_machine
 from framecast.machine import machine_profile
 from framecast.registry import create_model, get_entry
@@ -113,6 +113,25 @@ def count_flops(model: torch.nn.Module, clip: torch.Tensor, n_context: int, n_fu
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(clip[:1, :n_context], n_future)
     return int(counter.get_total_flops())
+
+
+def registered_flops(name: str, size: str, n_context: int = 10, n_future: int = 10) -> int | None:
+    """Forward FLOPs of one clip (``n_context`` -> ``n_future`` at the size's frame size) of the
+    registered ``size`` of model ``name``, counted on the meta device: shapes only, no compute
+    and no memory, so published sizes count in a moment. None if the model cannot run on meta
+    tensors. A multiply-add counts as 2 FLOPs (torch.utils.flop_counter); fvcore, whose counts
+    OpenSTL publishes, counts it as 1."""
+    with torch.device("meta"):
+        model = create_model(name, size=size).eval()
+    cfg = model.config
+    n_context = getattr(cfg, "n_context", n_context)
+    context = torch.empty(
+        1, n_context, getattr(cfg, "channels", 1), *as_hw(getattr(cfg, "image_size", 64)), device="meta"
+    )
+    try:
+        return count_flops(model, context, n_context, n_future)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
 
 
 def inference_speed(

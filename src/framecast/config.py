@@ -185,7 +185,8 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the gradient norm to this (null: no clipping)
     # How the frame-feedback models see future frames during training (schedules.py):
     # none: always their own predictions; scheduled: PredRNN's decaying teacher forcing;
-    # reverse: PredRNN-V2's reverse scheduled sampling.
+    # reverse: PredRNN-V2's reverse scheduled sampling; teacher_forcing: PhyDNet's (per batch,
+    # all future steps read the true frames with probability 1 - teacher_forcing_decay * epoch).
     sampling: str = "none"
     sampling_start: float = 1.0  # scheduled: the first probability of feeding the true frame
     sampling_changing_rate: float = 2e-5  # scheduled: how much that probability falls per iteration
@@ -193,6 +194,7 @@ class TrainConfig:
     r_sampling_step_1: int = 25_000  # reverse: the iteration at which both probabilities leave 0.5
     r_sampling_step_2: int = 50_000  # reverse: the iteration at which the encoder's reaches 1, the decoder's 0
     r_exp_alpha: float = 2_500.0  # reverse: time constant (iterations) of the encoder's rise
+    teacher_forcing_decay: float = 0.003  # teacher_forcing: how much the probability falls per epoch
     reverse_input: bool = False  # official PredRNN: second step on the time-reversed clip
     image_every_n_steps: int = 250  # TensorBoard example images every this many steps
     # A NaN or Inf loss: stop (name the step; the last good checkpoint stays) or skip the step.
@@ -204,7 +206,11 @@ class TrainConfig:
         require(self.l1_weight >= 0, f"train.l1_weight must not be negative, got {self.l1_weight}")
         require(self.bce_weight >= 0, f"train.bce_weight must not be negative, got {self.bce_weight}")
         require_choice("train.lr_schedule", self.lr_schedule, ("none", "onecycle"))
-        require_choice("train.sampling", self.sampling, ("none", "scheduled", "reverse"))
+        require_choice("train.sampling", self.sampling, ("none", "scheduled", "reverse", "teacher_forcing"))
+        require(
+            self.teacher_forcing_decay >= 0,
+            f"train.teacher_forcing_decay must not be negative, got {self.teacher_forcing_decay}",
+        )
         require_choice("train.on_nonfinite", self.on_nonfinite, ("stop", "skip"))
         require(self.grad_clip is None or self.grad_clip > 0, f"train.grad_clip must be positive, got {self.grad_clip}")
         require(

@@ -1,13 +1,12 @@
 """Turn checkpoints of the official PredRNN code or of OpenSTL into framecast checkpoints.
 
-framecast's PredRNN modules carry the official names (``cell_list.{i}.conv_x.0.weight``, ...),
-so conversion is a renaming of prefixes plus reading the config off the weight shapes:
-layers and widths from ``cell_list``, filter size from the kernels, patch size from the head,
-layer norm (and the frame width) from the norm weights. ``--set key=value`` overrides any of it.
+The wrapping prefixes (``module.``, ``model.``, ``method.model.``) are removed here; each model
+converts its own weights in its ``from_openstl`` (models/base.py): it reads the config off the
+weight shapes, renames the weights and drops those OpenSTL builds but never uses, with a note.
+The official PredRNN code and OpenSTL name PredRNN's weights alike. ``--set key=value``
+overrides any value read.
 """
 
-import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import torch
 
 from framecast.checkpoint import read_checkpoint, save_model_checkpoint
 from framecast.errors import FramecastError
-from framecast.registry import create_model, get_entry
+from framecast.models.base import Predictor
+from framecast.registry import create_model, get_entry, list_models
 
 SOURCES = ("official", "openstl")
 
@@ -45,51 +45,53 @@ def source_state(ckpt: dict[str, Any], source: str, path: Path) -> dict[str, tor
     return _strip(state, ("module.", "model.", "method.model."))
 
 
-def infer_config(state: dict[str, torch.Tensor], channels: int = 1) -> dict[str, Any]:
-    """PredRNN config values read off the weight shapes."""
-    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"cell_list\.(\d+)\.", k))})
-    if not layers or "conv_last.weight" not in state:
-        raise FramecastError("these weights are not a PredRNN network (no cell_list.* or conv_last.weight)")
-    widths = [state[f"cell_list.{i}.conv_h.0.weight"].shape[1] for i in layers]
-    k = state["cell_list.0.conv_x.0.weight"].shape[-1]
-    out_c = state["conv_last.weight"].shape[0]
-    patch = math.isqrt(out_c // channels)
-    if patch * patch * channels != out_c:
-        raise FramecastError(
-            f"head has {out_c} output channels, not patch^2 x {channels} channels; pass --set channels=N"
-        )
-    cfg: dict[str, Any] = {"channels": channels, "num_hidden": tuple(widths), "filter_size": k, "patch_size": patch}
-    ln = state.get("cell_list.0.conv_x.1.weight")
-    cfg["layer_norm"] = ln is not None
-    if ln is not None:
-        cfg["image_size"] = ln.shape[-1] * patch
-    return cfg
+def convert(
+    src: str | Path, source: str, model: str, out: str | Path, overrides: dict[str, Any] | None = None
+) -> tuple[Path, list[str]]:
+    """Convert ``src`` (official PredRNN or OpenSTL) into a framecast checkpoint of ``model`` at ``out``.
 
-
-def convert(src: str | Path, source: str, model: str, out: str | Path, overrides: dict[str, Any] | None = None) -> Path:
-    """Convert ``src`` (official or OpenSTL) into a framecast checkpoint of ``model`` at ``out``."""
+    The model's ``from_openstl`` (models/base.py) reads the config off the weight shapes and
+    renames the weights; ``overrides`` (``--set key=value``) win over what it read. Returns the
+    checkpoint's path and the conversion's notes (weights dropped, values assumed), one line each.
+    """
     src = Path(src)
-    get_entry(model)
-    if model not in ("predrnn", "predrnn_v2"):
-        raise FramecastError(f"conversion is available for predrnn and predrnn_v2, not '{model}'")
+    entry = get_entry(model)
+    if source not in SOURCES:
+        raise FramecastError(f"--from must be one of {', '.join(SOURCES)}, got '{source}'")
+    if source == "official" and model not in ("predrnn", "predrnn_v2"):
+        raise FramecastError(
+            f"--from official is the official PredRNN code: use --model predrnn or predrnn_v2, not '{model}'"
+        )
+    if not _converts(entry.cls):
+        able = [n for n in list_models() if _converts(get_entry(n).cls)]
+        raise FramecastError(f"conversion is available for {', '.join(able)}, not '{model}'")
     state = source_state(read_checkpoint(src), source, src)
     overrides = dict(overrides or {})
-    cfg = {**infer_config(state, int(overrides.get("channels", 1))), **overrides}
+    try:
+        inferred, renamed, notes = entry.cls.from_openstl(state, int(overrides.get("channels", 1)))
+    except FramecastError as e:
+        raise FramecastError(f"{src}: {e}") from None
+    cfg = {**inferred, **overrides}
     net = create_model(model, **cfg)
     own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if model == "predrnn" and unexpected == ["adapter.weight"]:
-        raise FramecastError(f"{src}: has a decoupling adapter, so it is PredRNN-V2: use --model predrnn_v2")
+    missing = sorted(set(own) - set(renamed))
+    unexpected = sorted(set(renamed) - set(own))
     if missing or unexpected:
         raise FramecastError(
-            f"{src}: weights do not fit {model} {cfg} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"{src}: weights do not fit {model} {cfg} (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            f"is it a {model} checkpoint? (--set key=value fixes values the weights do not show)"
         )
-    bad = [k for k in own if own[k].shape != state[k].shape]
+    bad = [k for k in own if own[k].shape != renamed[k].shape]
     if bad:
         raise FramecastError(
-            f"{src}: {bad[0]} is {tuple(state[bad[0]].shape)} but {model} {cfg} expects {tuple(own[bad[0]].shape)}"
+            f"{src}: {bad[0]} is {tuple(renamed[bad[0]].shape)} but {model} {cfg} expects {tuple(own[bad[0]].shape)}"
         )
-    net.load_state_dict(state)
-    save_model_checkpoint(net, out, {"converted_from": {"source": source, "file": src.name}})
-    return Path(out)
+    net.load_state_dict(renamed)
+    meta = {"converted_from": {"source": source, "file": src.name, "notes": list(notes)}}
+    save_model_checkpoint(net, out, meta)
+    return Path(out), list(notes)
+
+
+def _converts(cls: type) -> bool:
+    """Whether the model class implements ``from_openstl`` (the base class only raises)."""
+    return cls.from_openstl.__func__ is not Predictor.from_openstl.__func__

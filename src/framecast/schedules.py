@@ -58,6 +58,31 @@ def sampling_mask(
     return torch.bernoulli(probs, generator=generator).to(device)
 
 
+def teacher_forcing_ratio(epoch: int, decay: float = 0.003) -> float:
+    """PhyDNet's probability that a batch's future steps read the true frames at ``epoch``
+    (counted from 0): ``max(0, 1 - decay * epoch)``, as OpenSTL's openstl/methods/phydnet.py
+    and the official PhyDNet training loop decay it."""
+    return max(0.0, 1.0 - decay * epoch)
+
+
+def teacher_forcing_mask(
+    batch: int,
+    n_context: int,
+    n_future: int,
+    ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """(B, T-2) 0/1 mask of PhyDNet's teacher forcing: the context steps read true frames; one
+    draw for the whole batch decides whether every future step reads the true frame (with
+    probability ``ratio``) or every one reads the prediction."""
+    total = n_context + n_future
+    mask = torch.ones(batch, total - 2)
+    if torch.rand((), generator=generator).item() >= ratio:
+        mask[:, n_context - 1 :] = 0.0
+    return mask.to(device)
+
+
 def onecycle_lr(
     progress: float, max_lr: float, pct_start: float = 0.1, div_factor: float = 25.0, final_div_factor: float = 1e4
 ) -> float:

@@ -18,7 +18,14 @@ from framecast import metrics as M
 from framecast.config import TrainConfig, build_dataclass
 from framecast.errors import FramecastError
 from framecast.registry import create_model, get_entry
-from framecast.schedules import onecycle_lr, reverse_sampling_probs, sampling_mask, scheduled_sampling_eta
+from framecast.schedules import (
+    onecycle_lr,
+    reverse_sampling_probs,
+    sampling_mask,
+    scheduled_sampling_eta,
+    teacher_forcing_mask,
+    teacher_forcing_ratio,
+)
 
 CHECKPOINT_FORMAT = 1
 
@@ -143,6 +150,16 @@ class FrameTask(L.LightningModule):
         if not self.model.uses_mask or self.cfg.sampling == "none":
             return None
         c = self.cfg
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        # Seeded by the step, so a resumed run draws the same masks as an uninterrupted one. Under
+        # DDP every rank draws the global batch's mask and keeps its clips' rows (rank r holds
+        # clips r, r + world, ... of the global batch), as a one-process run would draw it.
+        gen = torch.Generator().manual_seed(c.seed * 1_000_003 + itr)
+        if c.sampling == "teacher_forcing":
+            epoch = self.trainer.current_epoch if self._trainer is not None else 0
+            ratio = teacher_forcing_ratio(epoch, c.teacher_forcing_decay)
+            mask = teacher_forcing_mask(batch_size * world, self.n_context, self.n_future, ratio, gen, self.device)
+            return mask[rank::world]
         if c.sampling == "scheduled":
             enc, dec = (
                 1.0,
@@ -150,11 +167,6 @@ class FrameTask(L.LightningModule):
             )
         else:
             enc, dec = reverse_sampling_probs(itr, c.r_sampling_step_1, c.r_sampling_step_2, c.r_exp_alpha)
-        # Seeded by the step, so a resumed run draws the same masks as an uninterrupted one. Under
-        # DDP every rank draws the global batch's mask and keeps its clips' rows (rank r holds
-        # clips r, r + world, ... of the global batch), as a one-process run would draw it.
-        gen = torch.Generator().manual_seed(c.seed * 1_000_003 + itr)
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
         mask = sampling_mask(batch_size * world, self.n_context, self.n_future, enc, dec, gen, self.device)
         return mask[rank::world]
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from framecast.errors import InputError
-from framecast.layers import as_hw, patchify, unpatchify
+from framecast.layers import as_hw, feedback_rollout, patchify, unpatchify
 
 
 @dataclass
@@ -99,6 +99,19 @@ class Predictor(nn.Module):
         if not torch.is_floating_point(context):
             raise InputError(f"context must be float frames in [0, 1], got dtype {context.dtype}")
 
+    @classmethod
+    def from_openstl(
+        cls, state: dict[str, Tensor], channels: int = 1
+    ) -> tuple[dict[str, Any], dict[str, Tensor], list[str]]:
+        """Read OpenSTL weights (wrapping prefixes such as ``model.`` already removed).
+
+        Returns the config values read off the weight shapes, the weights renamed to this
+        model's ``state_dict`` names, and notes (one line each) on what was dropped or assumed,
+        e.g. weights OpenSTL builds but never uses in its forward pass. ``framecast convert
+        --from openstl`` calls it; models without it cannot be converted.
+        """
+        raise NotImplementedError(f"{cls.__name__} has no OpenSTL conversion")
+
     # Models whose parameters depend on the frame size (layer norm, attention) set this.
     fixed_size: bool = False
     # Models whose frames come out of a sigmoid (values in [0, 1] only) say so: they cannot
@@ -130,3 +143,21 @@ class Predictor(nn.Module):
                 cl = p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
                 return torch.channels_last if cl else torch.contiguous_format
         return torch.contiguous_format
+
+
+class FeedbackPredictor(Predictor):
+    """A frame-by-frame recurrent model with frame feedback (ConvLSTM, PredRNN++, MIM, MAU):
+    subclasses define ``step(x, state) -> (next, state)`` on patchified frames and a
+    ``config.patch_size``; ``predict`` rolls it with ``feedback_rollout`` over the clip and
+    returns the T-1 next-frame predictions, honouring the teacher-forcing mask."""
+
+    uses_mask = True
+    streams = True  # frame_step (Predictor) runs self.step frame by frame
+
+    def predict(self, context: Tensor, n_future: int, future: Tensor | None, mask: Tensor | None) -> Prediction:
+        p = self.config.patch_size
+        fut = None if future is None else patchify(future, p)
+        frames = feedback_rollout(
+            self.step, patchify(context, p), n_future, fut, mask, memory_format=self.memory_format
+        )
+        return Prediction(unpatchify(frames, p))  # (B, T-1, C, H, W)

@@ -22,15 +22,17 @@ ConvLSTM baseline (4 x 128, filter 5, patch 4) for the stacked one; ``cpu`` is t
 of ``configs/cpu/<name>.yaml``; ``test`` runs in seconds.
 """
 
+import math
+import re
 from dataclasses import dataclass
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from framecast.errors import ConfigError
-from framecast.layers import ConvLSTMCell, check_patch, feedback_rollout, patchify, unpatchify
-from framecast.models.base import Prediction, Predictor
+from framecast.errors import ConfigError, FramecastError
+from framecast.layers import ConvLSTMCell, check_patch, patchify, unpatchify
+from framecast.models.base import FeedbackPredictor, Prediction, Predictor
 from framecast.registry import register_model
 
 
@@ -104,6 +106,9 @@ class ConvLSTMConfig:
     # False: each gate convolution runs as conv_x(x) + conv_h(h), as in the official code (same
     # weights and results); the reference style of benchmarks/. True: one convolution over [x, h].
     fused_gates: bool = True
+    # added to the forget gate before its sigmoid: 1 in the PredRNN family's code; OpenSTL's
+    # ConvLSTM cell defines a forget bias of 1 but never adds it (converted weights get 0)
+    forget_bias: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.num_hidden or min(self.num_hidden) < 1:
@@ -123,11 +128,8 @@ class ConvLSTMConfig:
     },
     description="stacked ConvLSTM benchmark form (4 x 128, filter 5, patch 4, frame feedback)",
 )
-class ConvLSTM(Predictor):
+class ConvLSTM(FeedbackPredictor):
     """Stacked ConvLSTM with PredRNN's frame-feedback loop and scheduled sampling."""
-
-    uses_mask = True
-    streams = True  # frame_step (Predictor) runs self.step frame by frame
 
     def __init__(self, config: ConvLSTMConfig) -> None:
         super().__init__(config)
@@ -135,11 +137,57 @@ class ConvLSTM(Predictor):
         widths = (c, *config.num_hidden)
         self.cells = nn.ModuleList(
             ConvLSTMCell(
-                widths[i], widths[i + 1], config.filter_size, bias=False, forget_bias=1.0, fused=config.fused_gates
+                widths[i],
+                widths[i + 1],
+                config.filter_size,
+                bias=False,
+                forget_bias=config.forget_bias,
+                fused=config.fused_gates,
             )
             for i in range(len(config.num_hidden))
         )
         self.head = nn.Conv2d(config.num_hidden[-1], c, 1, bias=False)
+
+    @classmethod
+    def from_openstl(cls, state: dict[str, Tensor], channels: int = 1) -> tuple[dict, dict[str, Tensor], list[str]]:
+        """OpenSTL's ConvLSTM_Model (openstl/models/convlstm_model.py, modules/convlstm_modules.py):
+        per cell ``conv_x`` (in -> 4 nh) and ``conv_h`` (nh -> 4 nh), gates ordered (i, f, g, o),
+        become the fused gate convolution over ``[x, h]`` ordered (i, f, o, g); ``conv_last`` is
+        the head. Its cells' ``conv_o`` and ``conv_last`` are never used in its forward pass and
+        are dropped; its forget bias is never added, so ``forget_bias`` is 0."""
+        layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"cell_list\.(\d+)\.conv_x\.", k))})
+        if not layers or "conv_last.weight" not in state or "cell_list.0.conv_m.0.weight" in state:
+            raise FramecastError(
+                "these weights are not OpenSTL's ConvLSTM (no cell_list.*.conv_x, or a PredRNN conv_m)"
+            )
+        if "cell_list.0.conv_x.1.weight" in state:
+            raise FramecastError("OpenSTL ConvLSTM with layer_norm is not supported by framecast's convlstm")
+        out_c = state["conv_last.weight"].shape[0]
+        patch = math.isqrt(out_c // channels)
+        if patch * patch * channels != out_c:
+            raise FramecastError(f"head has {out_c} output channels, not patch^2 x {channels}; pass --set channels=N")
+        widths, renamed = [], {}
+        for i in layers:
+            wx, wh = state[f"cell_list.{i}.conv_x.0.weight"], state[f"cell_list.{i}.conv_h.0.weight"]
+            nh = wh.shape[1]
+            widths.append(nh)
+            order = [0, 1, 3, 2]  # OpenSTL (i, f, g, o) -> framecast (i, f, o, g)
+            fuse = torch.cat([wx, wh], dim=1).reshape(4, nh, -1, *wx.shape[-2:])[order]
+            renamed[f"cells.{i}.conv.weight"] = fuse.reshape(4 * nh, -1, *wx.shape[-2:]).clone()
+        renamed["head.weight"] = state["conv_last.weight"]
+        dropped = {k.split(".")[2] for k in state if k.startswith("cell_list.")} - {"conv_x", "conv_h"}
+        cfg = {
+            "channels": channels,
+            "num_hidden": tuple(widths),
+            "filter_size": state["cell_list.0.conv_x.0.weight"].shape[-1],
+            "patch_size": patch,
+            "forget_bias": 0.0,
+        }
+        notes = [
+            f"dropped cell_list.*.{name} (built by OpenSTL, never used in its forward pass)" for name in sorted(dropped)
+        ]
+        notes.append("forget_bias 0: OpenSTL's ConvLSTM cell never adds its forget bias")
+        return cfg, renamed, notes
 
     def step(self, x: Tensor, state: list | None) -> tuple[Tensor, list]:
         state = list(state) if state else [None] * len(self.cells)  # never mutate the caller's
@@ -148,10 +196,3 @@ class ConvLSTM(Predictor):
             state[i] = cell(h, state[i])
             h = state[i][0]
         return self.head(h), state
-
-    def predict(self, context: Tensor, n_future: int, future: Tensor | None, mask: Tensor | None) -> Prediction:
-        p = self.config.patch_size
-        ctx = patchify(context, p)
-        fut = None if future is None else patchify(future, p)
-        frames = feedback_rollout(self.step, ctx, n_future, fut, mask, memory_format=self.memory_format)
-        return Prediction(unpatchify(frames, p))

@@ -28,6 +28,8 @@ Module names equal the official ones (``cell_list.{i}.conv_x.0.weight``, ``conv_
 ``adapter.weight``), so official weights load by name (``framecast convert``).
 """
 
+import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +38,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from framecast.errors import ConfigError
+from framecast.errors import ConfigError, FramecastError
 from framecast.layers import as_hw, check_patch, feedback_rollout, patchify, unpatchify
 from framecast.models.base import Prediction, Predictor
 from framecast.registry import register_model
@@ -165,6 +167,35 @@ class PredRNN(Predictor):
 
     has_adapter = False
     fixed_size = property(lambda self: self.config.layer_norm)  # layer norm weights fix (H, W)
+
+    @classmethod
+    def from_openstl(cls, state: dict[str, Tensor], channels: int = 1) -> tuple[dict, dict[str, Tensor], list[str]]:
+        """Official PredRNN and OpenSTL weights carry these very names; the config is read off
+        the shapes: layers and widths from ``cell_list``, filter size from the kernels, patch size
+        from the head, layer norm (and the frame width) from the norm weights."""
+        layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"cell_list\.(\d+)\.", k))})
+        if not layers or "conv_last.weight" not in state or "cell_list.0.conv_m.0.weight" not in state:
+            raise FramecastError("these weights are not a PredRNN network (no cell_list.*.conv_m or conv_last.weight)")
+        if "adapter.weight" in state and not cls.has_adapter:
+            raise FramecastError("has a decoupling adapter, so it is PredRNN-V2: use --model predrnn_v2")
+        widths = [state[f"cell_list.{i}.conv_h.0.weight"].shape[1] for i in layers]
+        out_c = state["conv_last.weight"].shape[0]
+        patch = math.isqrt(out_c // channels)
+        if patch * patch * channels != out_c:
+            raise FramecastError(
+                f"head has {out_c} output channels, not patch^2 x {channels} channels; pass --set channels=N"
+            )
+        cfg: dict = {
+            "channels": channels,
+            "num_hidden": tuple(widths),
+            "filter_size": state["cell_list.0.conv_x.0.weight"].shape[-1],
+            "patch_size": patch,
+        }
+        ln = state.get("cell_list.0.conv_x.1.weight")
+        cfg["layer_norm"] = ln is not None
+        if ln is not None:
+            cfg["image_size"] = ln.shape[-1] * patch
+        return cfg, dict(state), []
 
     def step(self, x: Tensor, state, decouple: list[Tensor] | None = None):
         """One step of the stack on a patchified frame; ``state`` = (h per layer, c per layer, m)."""
