@@ -222,3 +222,14 @@ def test_maxvit_uses_timm_blocks_and_rolls_forward_in_chunks():
     # the second chunk is the model applied to the context shifted by its own first chunk
     shifted = torch.cat([x, two], dim=1)[:, -4:]
     torch.testing.assert_close(five[:, 2:4], framecast.forecast(model, shifted, 2))
+
+
+def test_memory_format_looks_past_a_weight_that_is_both_layouts():
+    """A grey-frame encoder's first conv (1 input channel) is contiguous in both layouts; the
+    model's layout is that of the first weight that tells them apart."""
+    model = framecast.create_model("simvp", size="test")
+    assert model.memory_format == torch.contiguous_format
+    model.to(memory_format=torch.channels_last)
+    first = next(p for p in model.parameters() if p.dim() == 4 and p.shape[-1] > 1)
+    assert first.shape[1] == 1 and first.is_contiguous()  # the ambiguous one comes first
+    assert model.memory_format == torch.channels_last

@@ -139,9 +139,12 @@ class Predictor(nn.Module):
         which runs faster on CPUs; no layout copy then happens inside the loop.
         """
         for p in self.parameters():
-            if p.dim() == 4 and p.shape[-1] * p.shape[-2] > 1:
-                cl = p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-                return torch.channels_last if cl else torch.contiguous_format
+            if p.dim() != 4 or p.shape[-1] * p.shape[-2] == 1:
+                continue
+            cl, plain = p.is_contiguous(memory_format=torch.channels_last), p.is_contiguous()
+            if cl and plain:  # e.g. a conv reading one grey channel: both layouts at once, look on
+                continue
+            return torch.channels_last if cl else torch.contiguous_format
         return torch.contiguous_format
 
 

@@ -51,7 +51,8 @@ Departures, named:
   forcing ratio max(0, 1 - 0.003 * epoch) (openstl/methods/phydnet.py; the authors' main.py:
   0.01 per epoch), and PhyDNet_Model.forward draws one coin per batch (random.random() < ratio)
   that feeds all future inputs either the true or the predicted frames; context inputs are
-  always true. That step then takes ``MSELoss(L, batch_y)`` of the model's scalar loss L
+  always true; framecast's ``train.sampling: teacher_forcing`` (schedules.py) draws the same
+  mask, one draw per batch, with ``train.teacher_forcing_decay`` 0.003. That step then takes ``MSELoss(L, batch_y)`` of the model's scalar loss L
   against the target frames, i.e. minimises mean((L - y)^2), the gradient of L scaled by
   2 (L - mean(y)); framecast minimises the losses themselves.
 

@@ -62,8 +62,8 @@ Departures, named:
   it is added in the training loop: the same sum.
 * Speed, the same math: the layer scale and residual add are one ``addcmul`` (the per-sample
   drop-path mask folded into the scale), the decoder runs only on the frames kept, SiLU runs in
-  place when no backward pass needs its input, and ``memory_format`` reads an unambiguous weight
-  so that a channels-last model runs channels-last throughout (1.2-1.5x faster on a CPU).
+  place when no backward pass needs its input, and a channels-last model runs channels-last
+  throughout (1.2-1.5x faster on a CPU).
 
 Sizes (``size=``): ``published`` is OpenSTL's Moving MNIST size (hid_S 64, hid_T 512, N_S 4,
 N_T 8, mlp_ratio 8: 46.77 M / 57.95 M / 44.66 M parameters for gSTA / IncepU / TAU, OpenSTL's
@@ -207,14 +207,6 @@ class SimVP(Predictor):
                 c, config.hid_T, config.N_T, config.mlp_ratio, config.drop, rates, tau=self.model_type == "tau"
             )
         self.dec = Decoder(config.hid_S, config.channels, config.N_S, config.spatio_kernel_dec)
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        """The layout of the encoder's weights, read off its last convolution (hid_S -> hid_S):
-        the first one reads grey frames through one input channel, which is both layouts at once."""
-        w = self.enc.enc[-1].conv.weight
-        cl = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-        return torch.channels_last if cl else torch.contiguous_format
 
     def chunk(self, frames: Tensor, n_out: int) -> Tensor:
         """(B, n_context, C, H, W) -> the first ``n_out`` <= n_context predicted frames (B, n_out, C, H, W)."""
