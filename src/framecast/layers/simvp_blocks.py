@@ -139,17 +139,24 @@ class MidIncepNet(nn.Module):
 # ----------------------------------------------------------------------- SimVP v2: gSTA, and TAU
 
 
+def large_kernel_convs(dim: int) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """The large-kernel decomposition gSTA and TAU share: a depthwise (2d - 1)^2 convolution,
+    then a depthwise dilated one (dilation d = ATTN_DILATION) covering ATTN_KERNEL pixels."""
+    d = ATTN_DILATION
+    k0 = 2 * d - 1
+    k1 = ATTN_KERNEL // d + (ATTN_KERNEL // d) % 2 - 1
+    conv0 = nn.Conv2d(dim, dim, k0, padding=k0 // 2, groups=dim)
+    conv_spatial = nn.Conv2d(dim, dim, k1, padding=d * (k1 - 1) // 2, groups=dim, dilation=d)
+    return conv0, conv_spatial
+
+
 class AttentionModule(nn.Module):
     """gSTA's gated large-kernel attention: depthwise 5x5 -> depthwise 7x7 of dilation 3 -> a
     1x1 convolution to 2 * dim channels (f, g) -> sigmoid(g) * f."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        d = ATTN_DILATION
-        k0 = 2 * d - 1
-        k1 = ATTN_KERNEL // d + (ATTN_KERNEL // d) % 2 - 1
-        self.conv0 = nn.Conv2d(dim, dim, k0, padding=k0 // 2, groups=dim)
-        self.conv_spatial = nn.Conv2d(dim, dim, k1, padding=d * (k1 - 1) // 2, groups=dim, dilation=d)
+        self.conv0, self.conv_spatial = large_kernel_convs(dim)
         self.conv1 = nn.Conv2d(dim, 2 * dim, 1)  # f and g in one convolution
 
     def forward(self, x: Tensor) -> Tensor:
@@ -163,11 +170,7 @@ class TemporalAttentionModule(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        d = ATTN_DILATION
-        k0 = 2 * d - 1
-        k1 = ATTN_KERNEL // d + (ATTN_KERNEL // d) % 2 - 1
-        self.conv0 = nn.Conv2d(dim, dim, k0, padding=k0 // 2, groups=dim)
-        self.conv_spatial = nn.Conv2d(dim, dim, k1, padding=d * (k1 - 1) // 2, groups=dim, dilation=d)
+        self.conv0, self.conv_spatial = large_kernel_convs(dim)
         self.conv1 = nn.Conv2d(dim, dim, 1)
         # OpenSTL's squeeze width: dim // max(dim // 16, 4), i.e. 16 channels once dim >= 64
         squeeze = dim // max(dim // 16, 4)
