@@ -57,3 +57,25 @@ def test_mse_conventions_and_per_horizon():
     assert M.compute(-torch.ones(1, 1, 1, 8, 8), torch.zeros(1, 1, 1, 8, 8))["mse"] == 0
     with pytest.raises(ValueError, match="equal"):
         M.compute(torch.zeros(1, 2, 1, 8, 8), torch.zeros(1, 3, 1, 8, 8))
+
+
+def test_training_flops_of_grouped_convolutions_are_three_forwards():
+    """torch's counter counts a grouped conv's weight gradient as dense; framecast's does not."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from framecast.compare import flop_counter
+
+    def train_flops(conv, counter):
+        x = torch.randn(2, 16, 12, 12, requires_grad=True)
+        with counter as fc:
+            conv(x).sum().backward()
+        return fc.get_total_flops()
+
+    dense, depthwise = (
+        torch.nn.Conv2d(16, 32, 5, padding=2),
+        torch.nn.Conv2d(16, 16, 7, padding=9, dilation=3, groups=16),
+    )
+    assert train_flops(dense, flop_counter()) == train_flops(dense, FlopCounterMode(display=False))
+    forward = 2 * 2 * 16 * 1 * 7 * 7 * 12 * 12  # batch x out channels x in/groups x kernel x output pixels
+    assert train_flops(depthwise, flop_counter()) == 3 * forward
+    assert train_flops(depthwise, FlopCounterMode(display=False)) > 3 * forward  # torch's dense count

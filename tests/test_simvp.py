@@ -199,3 +199,26 @@ def test_frames_the_encoder_cannot_halve_are_refused():
         model(torch.rand(1, 4, 1, 30, 30), 2)
     with pytest.raises(ValueError, match="reads 4 context frames, got 3"):
         model(torch.rand(1, 3, 1, 64, 64), 2)
+
+
+@pytest.mark.parametrize("size, channels_last", [(16, False), (17, True), (6, False)])
+def test_the_phase_form_of_the_dilated_depthwise_conv_equals_the_dilated_conv(size, channels_last):
+    """gSTA's / TAU's 7x7 depthwise convolution of dilation 3, computed on its 3 x 3 phase
+    sub-grids (layers/simvp_blocks.PhaseDilatedConv2d): the same outputs and gradients as
+    nn.Conv2d's dilated one, frame sizes that are and are not multiples of 3."""
+    from framecast.layers.simvp_blocks import PhaseDilatedConv2d
+
+    torch.manual_seed(0)
+    phase = PhaseDilatedConv2d(12, 12, 7, padding=9, groups=12, dilation=3)
+    plain = torch.nn.Conv2d(12, 12, 7, padding=9, groups=12, dilation=3)
+    plain.load_state_dict(phase.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 12, size, size).contiguous(memory_format=fmt)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = phase(xa), plain(xb)
+    torch.testing.assert_close(ya, yb, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(ya)
+    ya.backward(g), yb.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(phase.weight.grad, plain.weight.grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(phase.bias.grad, plain.bias.grad, atol=1e-4, rtol=1e-5)

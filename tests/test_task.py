@@ -74,3 +74,19 @@ def test_clips_outside_0_1_are_caught_at_the_boundary():
         t._check_batch(torch.randint(0, 256, (2, 6, 1, 16, 16)).float())
     with pytest.raises(FramecastError, match=r"T >= 6, got \(2, 5, 1, 16, 16\)"):
         t._check_batch(torch.rand(2, 5, 1, 16, 16))
+
+
+def test_clip_loss_warns_once_when_every_prediction_is_clipped_out():
+    t = task(clip_loss=True)
+    clip = torch.rand(2, 6, 1, 16, 16)
+    t.loss(clip, None)
+    assert 0 <= float(t.clipped_share) < 1  # a fresh model: some values inside [0, 1]
+    # every output below 0, as SimVP's went under the clipped loss
+    t.model.register_forward_hook(lambda m, i, out: type(out)(out.frames - 5.0, out.losses))
+    _, terms = t.loss(clip, None)
+    assert float(t.clipped_share) == 1.0
+    terms["mse"].backward()  # the frame loss gives no gradient at all
+    assert all(p.grad is None or not p.grad.any() for p in t.model.parameters())
+    msg = t._warn_if_clipped_out()
+    assert "100.0% of the predicted values lie outside [0, 1]" in msg and "train.clip_loss: false" in msg
+    assert t._warn_if_clipped_out() is None  # once

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from framecast import memory
+
 # The CPU flags that decide what bf16 costs: AMX tiles (Sapphire Rapids and later) run bf16
 # matrix products several times faster than fp32; AVX512-BF16 alone may not beat fp32.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
@@ -81,6 +83,7 @@ def machine_profile(precision: str | None = None, layout: str | None = None) -> 
         "onednn": onednn_version(),
         "cpu_capability": _cpu_capability(),
         "gpu": gpu_name(),
+        "allocator": memory.applied() or "C library default",  # memory.fix_mmap_threshold
     }
     if precision is not None:
         prof["precision"] = precision

@@ -31,6 +31,7 @@ from framecast.errors import FramecastError, warn
 from framecast.io import atomic_write_text, previous_path
 from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
+from framecast.memory import fix_mmap_threshold
 from framecast.metrics import describe_array_metrics
 from framecast.precision import AUTO, Choice, static_precision
 from framecast.precision import resolve as resolve_precision
@@ -230,6 +231,7 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     out = Path(cfg.out_dir)
     if not is_trainable(cfg.model_name):
         raise FramecastError(f"model '{cfg.model_name}' has no parameters to train; use `framecast test` on it")
+    fix_mmap_threshold()  # the step's peak memory stays its own step after step (memory.py)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     task = make_task(cfg)
     data = FrameDataModule(cfg.data)

@@ -113,6 +113,8 @@ class FrameTask(L.LightningModule):
         self.n_context, self.n_future = n_context, n_future
         self.automatic_optimization = False  # one place for the whole step policy, incl. reverse_input
         self.skipped_steps = 0  # non-finite losses skipped (train.on_nonfinite: skip)
+        self.clipped_share: Tensor | None = None  # train.clip_loss: share of predictions outside [0, 1]
+        self._warned_clipped = False
         self.test_metrics = FrameMetrics(n_future, lpips)
         self.val_metrics = FrameMetrics(n_future)
         self.test_results: dict[str, Tensor] | None = None
@@ -178,6 +180,7 @@ class FrameTask(L.LightningModule):
         target = clip[:, -out.frames.shape[1] :]
         pred = out.frames.float()
         if self.cfg.clip_loss:
+            self.clipped_share = ((pred < 0) | (pred > 1)).float().mean().detach()
             pred = pred.clamp(0, 1)
         if valid is not None:
             keep = valid[:, -out.frames.shape[1] :].float()
@@ -193,6 +196,22 @@ class FrameTask(L.LightningModule):
         if self.cfg.bce_weight:
             terms["bce"] = self.cfg.bce_weight * binary_cross_entropy(pred, target.float())
         return sum(terms.values()), terms
+
+    def _warn_if_clipped_out(self, threshold: float = 0.999) -> str | None:
+        """Warns once when (nearly) every prediction lies outside [0, 1] under ``train.clip_loss``:
+        clamped values get no gradient, so an unbounded output that has gone below 0 everywhere
+        stops learning (SimVP and MAU stayed at exactly the blank-frame score this way)."""
+        share = float(self.clipped_share)
+        if self._warned_clipped or share < threshold:
+            return None
+        self._warned_clipped = True
+        msg = (
+            f"framecast: warning: {100 * share:.1f}% of the predicted values lie outside [0, 1] at step "
+            f"{self.global_step}; with train.clip_loss: true they get no gradient and training stalls. "
+            f"Set train.clip_loss: false for a model whose output is not bounded."
+        )
+        (self.print if self._trainer is not None else print)(msg)
+        return msg
 
     def _nonfinite(self, loss: Tensor) -> bool:
         """Whether the loss is NaN/Inf on any process (every rank must take the same branch)."""
@@ -240,6 +259,9 @@ class FrameTask(L.LightningModule):
         for name, value in terms.items():
             self.log(f"train/{name}", value)
         self.log("lr", opt.param_groups[0]["lr"])
+        if self.cfg.clip_loss and self.clipped_share is not None:
+            self.log("train/clipped_share", self.clipped_share)
+            self._warn_if_clipped_out()
         if mask is not None:
             self.log("train/true_frame_rate", mask[:, self.n_context - 1 :].mean())
         if self.cfg.image_every_n_steps and self.global_step % self.cfg.image_every_n_steps == 0:

@@ -139,14 +139,51 @@ class MidIncepNet(nn.Module):
 # ----------------------------------------------------------------------- SimVP v2: gSTA, and TAU
 
 
+class FP32DepthwiseConv2d(nn.Conv2d):
+    """A depthwise convolution that runs in fp32 under CPU bf16 autocast: oneDNN's bf16 depthwise
+    backward ran 3x slower than its fp32 one on this CPU (5x5, 256 channels, 16 x 16, batch 16:
+    30 vs 9 ms forward + backward, channels-last); the forward is fp32 too (more precise, not
+    slower). Elsewhere, and in fp32, it is ``nn.Conv2d``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return super().forward(x)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(x.float())
+
+
+class PhaseDilatedConv2d(nn.Conv2d):
+    """A depthwise convolution of dilation d with 'same' padding, computed on a CPU as a plain
+    (undilated) depthwise convolution over the d x d phase sub-grids of its input, stacked in
+    the batch (the space-to-batch form of an atrous convolution): an output pixel of phase
+    (y mod d, x mod d) reads only input pixels of that phase, and the zeros padded to a multiple
+    of d are the zeros of the original padding. The same products, summed in another order
+    (equal to 1e-6 in fp32, tested); oneDNN's dilated depthwise kernels ran several times slower
+    than its plain ones on this CPU (``benchmarks/speed.py``). Same parameters as ``nn.Conv2d``
+    (converted weights load by name); on other devices it is ``nn.Conv2d``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.dilation[0]
+        same = self.padding == tuple(d * (k - 1) // 2 for k in self.kernel_size) and self.stride == (1, 1)
+        if x.device.type != "cpu" or d == 1 or not same or self.dilation[1] != d or self.padding_mode != "zeros":
+            return super().forward(x)
+        b, c, h, w = x.shape
+        hp, wp = -(-h // d) * d, -(-w // d) * d
+        x = F.pad(x, (0, wp - w, 0, hp - h))
+        x = x.reshape(b, c, hp // d, d, wp // d, d).permute(0, 3, 5, 1, 2, 4).reshape(b * d * d, c, hp // d, wp // d)
+        y = F.conv2d(x, self.weight, self.bias, 1, self.kernel_size[0] // 2, 1, self.groups)
+        y = y.reshape(b, d, d, c, hp // d, wp // d).permute(0, 3, 4, 1, 5, 2).reshape(b, c, hp, wp)
+        return y[:, :, :h, :w]
+
+
 def large_kernel_convs(dim: int) -> tuple[nn.Conv2d, nn.Conv2d]:
     """The large-kernel decomposition gSTA and TAU share: a depthwise (2d - 1)^2 convolution,
     then a depthwise dilated one (dilation d = ATTN_DILATION) covering ATTN_KERNEL pixels."""
     d = ATTN_DILATION
     k0 = 2 * d - 1
     k1 = ATTN_KERNEL // d + (ATTN_KERNEL // d) % 2 - 1
-    conv0 = nn.Conv2d(dim, dim, k0, padding=k0 // 2, groups=dim)
-    conv_spatial = nn.Conv2d(dim, dim, k1, padding=d * (k1 - 1) // 2, groups=dim, dilation=d)
+    conv0 = FP32DepthwiseConv2d(dim, dim, k0, padding=k0 // 2, groups=dim)
+    conv_spatial = PhaseDilatedConv2d(dim, dim, k1, padding=d * (k1 - 1) // 2, groups=dim, dilation=d)
     return conv0, conv_spatial
 
 
