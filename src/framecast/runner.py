@@ -231,7 +231,7 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     out = Path(cfg.out_dir)
     if not is_trainable(cfg.model_name):
         raise FramecastError(f"model '{cfg.model_name}' has no parameters to train; use `framecast test` on it")
-    fix_mmap_threshold()  # the step's peak memory stays its own step after step (memory.py)
+    fix_mmap_threshold()  # with FRAMECAST_MALLOC=fixed: a step's peak memory stays its own (memory.py)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     task = make_task(cfg)
     data = FrameDataModule(cfg.data)

@@ -64,6 +64,9 @@ Departures, named:
   drop-path mask folded into the scale), the decoder runs only on the frames kept, SiLU runs in
   place when no backward pass needs its input, and a channels-last model runs channels-last
   throughout (1.2-1.5x faster on a CPU).
+  On a CPU the 7x7 depthwise convolution of dilation 3 runs on its 3 x 3 phase sub-grids as a
+  plain depthwise one, and under bf16 autocast the 5x5 depthwise one runs in fp32 (the same
+  math, summed in another order; both in layers/simvp_blocks.py, where the figures are).
 
 Sizes (``size=``): ``published`` is OpenSTL's Moving MNIST size (hid_S 64, hid_T 512, N_S 4,
 N_T 8, mlp_ratio 8: 46.77 M / 57.95 M / 44.66 M parameters for gSTA / IncepU / TAU, OpenSTL's

@@ -1,0 +1,100 @@
+"""Peak memory of training, step after step, with glibc's malloc as it is and as ``framecast fit``
+sets it with ``FRAMECAST_MALLOC=fixed`` (``framecast.memory.fix_mmap_threshold``): the resident-set
+peak after each of a few training steps, the step times, and the last loss (equal bit for bit:
+the allocator does not change what is computed). Each run is a process of its own, so every
+peak is its own.
+
+    python benchmarks/memory.py                                           # PredRNN, PredRNN-V2, published sizes
+    python benchmarks/memory.py --models predrnn,mim --size cpu --batch 8 --steps 10
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from framecast.io import atomic_write_text
+from framecast.machine import describe, machine_profile
+
+MODES = ("default", "fixed")
+
+
+def measure(name: str, mode: str, size: str, batch: int, steps: int) -> dict:
+    from framecast.memory import fix_mmap_threshold
+
+    done = fix_mmap_threshold(force=True) if mode == "fixed" else None  # before any tensor exists
+    import framecast
+    from framecast.registry import model_size
+
+    torch.manual_seed(0)
+    model = framecast.create_model(name, **model_size(name, size)).train()
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    channels = getattr(model.config, "channels", 1)
+    clip = torch.rand(batch, 20, channels, 64, 64)
+    mask = torch.ones(batch, 18) if model.uses_mask else None
+    peaks, times = [], []
+    for _ in range(steps):  # fp32, contiguous: the arithmetic of the official code
+        t0 = time.perf_counter()
+        out = model(clip[:, :10], 10, future=clip[:, 10:], mask=mask)
+        loss = (out.frames - clip[:, -out.frames.shape[1] :]).pow(2).mean() + sum(out.losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+        peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    return {
+        "model": name,
+        "allocator": done or "C library default",
+        "mode": mode,
+        "size": size,
+        "batch": batch,
+        "peak_gib_after_step": peaks,
+        "step_s": times,
+        "last_loss": loss.item(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="predrnn,predrnn_v2")
+    p.add_argument("--size", default="published", help="registered size: published, cpu or test")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # child: model mode
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(measure(*args.one, args.size, args.batch, args.steps)))
+        return
+    profile = machine_profile("32", "contiguous")
+    print(f"machine: {describe(profile)}")
+    rows = []
+    for name in args.models.split(","):
+        for mode in MODES:
+            cmd = [sys.executable, __file__, "--one", name, mode, "--size", args.size]
+            cmd += ["--batch", str(args.batch), "--steps", str(args.steps)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                print(f"{name} {mode}: failed\n{out.stderr[-2000:]}")
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(r)
+            peaks = " ".join(f"{g:.2f}" for g in r["peak_gib_after_step"])
+            times = " ".join(f"{t:.2f}" for t in r["step_s"])
+            print(f"{name:<12}{mode:<9}peak GiB after each step: {peaks}   step s: {times}   loss {r['last_loss']:.8f}")
+            print(f"{'':<21}allocator: {r['allocator']}", flush=True)
+    for name in args.models.split(","):
+        pair = {r["mode"]: r for r in rows if r["model"] == name}
+        if len(pair) == 2:
+            same = pair["default"]["last_loss"] == pair["fixed"]["last_loss"]
+            print(f"{name}: same loss bit for bit: {same}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps({"machine": profile, "results": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
