@@ -261,7 +261,8 @@ class FrameTask(L.LightningModule):
         self.log("lr", opt.param_groups[0]["lr"])
         if self.cfg.clip_loss and self.clipped_share is not None:
             self.log("train/clipped_share", self.clipped_share)
-            self._warn_if_clipped_out()
+            if self.global_step % 50 == 0:  # reading the value syncs a GPU: not every step
+                self._warn_if_clipped_out()
         if mask is not None:
             self.log("train/true_frame_rate", mask[:, self.n_context - 1 :].mean())
         if self.cfg.image_every_n_steps and self.global_step % self.cfg.image_every_n_steps == 0:
