@@ -108,6 +108,19 @@ def test_cache_is_per_machine_profile_and_model_shape(monkeypatch):
     assert len(calls) == 4
 
 
+def test_a_change_to_the_models_code_invalidates_the_cached_choice(monkeypatch):
+    """A new kernel changes the speeds, not the config: the cache key holds a digest of the code."""
+    calls = stub(monkeypatch, bf16_speed=2.0)
+    fingerprint = P.code_fingerprint()
+    assert len(fingerprint) == 16 and fingerprint == P.code_fingerprint()
+    P.resolve(tiny(), batch=4)
+    P.resolve(tiny(), batch=4)
+    assert len(calls) == 1
+    monkeypatch.setattr(P, "_FINGERPRINT", "0" * 16)  # as if models/ or layers/ had changed
+    P.resolve(tiny(), batch=4)
+    assert len(calls) == 2
+
+
 def test_explicit_values_are_obeyed(monkeypatch):
     calls = stub(monkeypatch, bf16_speed=2.0)
     c = P.resolve(tiny(), "32", False)
@@ -153,6 +166,26 @@ def test_the_real_probe_is_short_times_every_candidate_and_keeps_the_model(monke
     assert torch.equal(torch.get_rng_state(), rng)  # a run's seeded stream is not disturbed
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert c.precision in ("32", "bf16-mixed")
+
+
+def test_a_window_model_is_probed_near_the_runs_batch(monkeypatch):
+    """SimVP's step has no shorter stand-in and its bf16 gain shows only near the run's batch
+    (1.06x fp32 at batch 3, 1.3x at 16 on an AMX CPU): it gets the larger per-step budget."""
+    budgets = {}
+    real = P.probe_batch
+
+    def spy(model, kind, batch, nc, nf, size, per_step):
+        budgets[P.is_window_model(model)] = per_step
+        return real(model, kind, batch, nc, nf, size, per_step)
+
+    monkeypatch.setattr(P, "probe_batch", spy)
+    window = framecast.create_model("simvp", size="test")
+    assert P.is_window_model(window) and not P.is_window_model(tiny())
+    c = P.resolve(window, batch=8, n_context=4, n_future=4)
+    assert c.probe["batch"] == 8 and c.probe["seconds"] < 10  # a test-size SimVP: the run's batch
+    P.resolve(tiny(), batch=8, n_context=4, n_future=4)
+    assert budgets[True] == pytest.approx(P.HARD_SECONDS / 8)
+    assert budgets[False] == pytest.approx(P.PROBE_SECONDS / 16) and budgets[False] < budgets[True]
 
 
 def test_machine_profile_names_the_cpu_flags_and_versions():

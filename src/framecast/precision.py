@@ -7,11 +7,13 @@ a CPU ``resolve`` times the model's own training step (forward, backward and an 
 forward pass alone for testing and forecasting) in each candidate, fp32 and bf16-mixed,
 contiguous and channels-last, on a 3-frame clip (a recurrent model's per-frame work is the same
 at any length) at the run's batch where that is cheap enough (bf16's per-call overheads make it
-look 2-4x slower at batch 1 than it is at batch 16; a 4 x 128 PredRNN is probed at batch 1),
+look 2-4x slower at batch 1 than it is at batch 16; a 4 x 128 PredRNN is probed at batch 1; a
+window model such as SimVP, whose step no shorter clip can stand for, gets a larger budget per
+step so that it is timed near the run's batch),
 interleaved round by round, and keeps the fastest time of each. bf16-mixed is chosen only if it
 is at least ``BF16_MARGIN`` times as fast as the best fp32 candidate (it rounds: noise must not
-buy it). The probe stops starting rounds after ``PROBE_SECONDS`` (a warm-up round, then 1-5
-timed ones; 0.3-9 s on a 2-core CPU) and is cached per machine profile
+buy it). The probe stops starting rounds after ``PROBE_SECONDS`` (``WINDOW_SECONDS`` for a window
+model; a warm-up round, then 1-5 timed ones; 0.3-9 s on a 2-core CPU) and is cached per machine profile
 (``framecast.machine.profile_key``: CPU model and flags, torch and oneDNN versions, thread
 count) and model shape, in ``$FRAMECAST_CACHE`` (else ``$XDG_CACHE_HOME/framecast``, else
 ``~/.cache/framecast``), under ``precision/``: the second run on the same machine pays nothing.
@@ -54,9 +56,30 @@ PROBE_SECONDS = 6.0  # timed rounds stop once this much has passed (warm-up incl
 HARD_SECONDS = 9.0  # no timed round starts past this: the warm-up's times are used instead
 BUSY_SHARE = 0.25  # a probe while other processes took more than this share of the CPU ...
 BUSY_TTL = 3600.0  # ... is cached for this many seconds only (the same choice for runs close in time)
+WINDOW_SECONDS = 8.0  # a window model's probe (``probe_steps``): timed rounds stop past this
 MAX_ROUNDS = 5
 ASSUMED_FLOP_RATE = 50e9  # fp32 FLOP/s that sizes the probe's batch (a busy 2-core CPU reaches 55-300)
-PROBE_VERSION = 1  # bump when the probe changes what it measures: older cache entries are ignored
+PROBE_VERSION = 2  # bump when the probe changes what it measures: older cache entries are ignored
+
+
+def code_fingerprint() -> str:
+    """A digest of the code a probe times (``framecast/models``, ``framecast/layers`` and this
+    module): a new kernel (a faster depthwise convolution, say) changes the speeds without
+    changing a model's config, so it invalidates the cached choices (``PROBE_VERSION`` alone
+    only covers changes to the probe itself)."""
+    global _FINGERPRINT
+    if _FINGERPRINT is None:
+        root = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for f in sorted([*root.joinpath("models").rglob("*.py"), *root.joinpath("layers").rglob("*.py")]):
+            h.update(f.relative_to(root).as_posix().encode())
+            h.update(f.read_bytes())
+        h.update(Path(__file__).read_bytes())
+        _FINGERPRINT = h.hexdigest()[:16]
+    return _FINGERPRINT
+
+
+_FINGERPRINT: str | None = None
 
 
 def cache_dir() -> Path:
@@ -269,11 +292,17 @@ def _pick(times, probe, source, precisions, layouts, requested) -> Choice:
     return Choice(p, cl, requested, source, "; ".join([*why, how]), dict(times), probe)
 
 
+def is_window_model(model: nn.Module) -> bool:
+    """A model that reads a fixed window of ``n_context`` frames per pass (SimVP, TAU, MaxViT),
+    not one frame per recurrent step."""
+    return hasattr(getattr(model, "config", None), "n_context")
+
+
 def _probe_frames(model: nn.Module, n_context: int, n_future: int) -> tuple[int, int]:
     """A short clip with the per-frame work of the run's: recurrent models cost the same per
     frame at any length; a window model (fixed ``n_context``) predicts one chunk."""
     cfg = model.config
-    if hasattr(cfg, "n_context"):
+    if is_window_model(model):
         return n_context, min(n_future, getattr(cfg, "n_out", n_future))
     return min(n_context, 2), 1
 
@@ -285,6 +314,7 @@ def _timings(model, candidates, kind, shape, use_cache: bool) -> tuple[dict[str,
     size = shape.get("image_size") or getattr(model.config, "image_size", 64)
     key = {
         "version": PROBE_VERSION,
+        "code": code_fingerprint(),
         "machine": profile_key(),
         "model": getattr(model, "model_name", type(model).__name__),
         "config": to_dict(model.config),
@@ -346,7 +376,13 @@ def probe_steps(
     """
     start, busy0 = time.perf_counter(), _cpu_busy()
     copies = {cl: _copy(model, cl) for cl in sorted({cl for _, cl in candidates})}
-    per_step = seconds / (4 * len(candidates))  # a warm-up and three timed rounds should fit
+    if is_window_model(model) and seconds == PROBE_SECONDS:
+        # No shorter clip has a window model's per-frame work, and its bf16 gain shows only near
+        # the run's batch (SimVP gSTA, cpu size, this AMX CPU: 1.06x fp32 at batch 3, 1.3x at 16),
+        # so its probe affords a warm-up and one round under HARD_SECONDS, more up to WINDOW_SECONDS.
+        seconds, per_step = WINDOW_SECONDS, HARD_SECONDS / (2 * len(candidates))
+    else:
+        per_step = seconds / (4 * len(candidates))  # a warm-up and three timed rounds should fit
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         b = probe_batch(copies[candidates[0][1]], kind, batch, n_context, n_future, image_size, per_step)
