@@ -365,7 +365,7 @@ def probe_steps(
     n_context: int = 2,
     n_future: int = 1,
     image_size: int | tuple[int, int] = 64,
-    seconds: float = PROBE_SECONDS,
+    seconds: float | None = None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Seconds per step of ``model`` in each (precision, channels_last) candidate: the fastest
     of up to ``MAX_ROUNDS`` interleaved rounds after a warm-up round, within ``seconds``.
@@ -376,12 +376,13 @@ def probe_steps(
     """
     start, busy0 = time.perf_counter(), _cpu_busy()
     copies = {cl: _copy(model, cl) for cl in sorted({cl for _, cl in candidates})}
-    if is_window_model(model) and seconds == PROBE_SECONDS:
+    if is_window_model(model):
         # No shorter clip has a window model's per-frame work, and its bf16 gain shows only near
-        # the run's batch (SimVP gSTA, cpu size, this AMX CPU: 1.06x fp32 at batch 3, 1.3x at 16),
+        # the run's batch (SimVP gSTA, cpu size, one AMX Xeon: 1.06x fp32 at batch 3, 1.3x at 16),
         # so its probe affords a warm-up and one round under HARD_SECONDS, more up to WINDOW_SECONDS.
-        seconds, per_step = WINDOW_SECONDS, HARD_SECONDS / (2 * len(candidates))
+        seconds, per_step = seconds or WINDOW_SECONDS, HARD_SECONDS / (2 * len(candidates))
     else:
+        seconds = seconds or PROBE_SECONDS
         per_step = seconds / (4 * len(candidates))  # a warm-up and three timed rounds should fit
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
