@@ -36,6 +36,28 @@ def test_resume_continues_from_last_checkpoint(tiny_overrides):
     assert first["steps"] == 2 and second["steps"] == 4 and second["epochs"] == 2
 
 
+def test_a_resumed_run_keeps_its_metric_log_up_to_the_checkpoint(tiny_overrides, tmp_path):
+    """Lightning's CSV logger deleted metrics.csv when a run resumed; rows a killed run logged
+    after its last checkpoint are dropped (the resumed run logs those steps again)."""
+    import csv
+
+    fit(build_run_config(tiny_overrides))
+    log = tmp_path / "run" / "csv" / "metrics.csv"
+    before = list(csv.DictReader(log.open(newline="")))
+    assert before and all(float(r["step"]) <= 2 for r in before)
+    keys = list(before[0])
+    with log.open("a", newline="") as f:  # what a run killed after its checkpoint had logged
+        csv.DictWriter(f, fieldnames=keys).writerow({k: ("99" if k == "step" else "") for k in keys})
+    fit(build_run_config(merge(tiny_overrides, {"trainer": {"max_epochs": 2}})), resume=True)
+    after = list(csv.DictReader(log.open(newline="")))
+    assert [{k: r[k] for k in keys} for r in after[: len(before)]] == before  # the first run's rows first
+    steps = [float(r["step"]) for r in after]
+    assert 99 not in steps and max(steps) > max(float(r["step"]) for r in before)
+    fit(build_run_config(tiny_overrides), resume=False)  # --no-resume starts the log over
+    fresh = list(csv.DictReader(log.open(newline="")))
+    assert len(fresh) == len(before)
+
+
 def test_cli_test_writes_metrics_and_per_horizon(tiny_overrides, tmp_path, capsys):
     stats = fit(build_run_config(tiny_overrides))
     out = tmp_path / "scores"

@@ -14,7 +14,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from framecast.checkpoint import SafeCheckpointIO, read_checkpoint, resume_checkpoint
 from framecast.config import (
@@ -36,6 +35,7 @@ from framecast.metrics import describe_array_metrics
 from framecast.precision import AUTO, Choice, static_precision
 from framecast.precision import resolve as resolve_precision
 from framecast.progress import PlainProgress, draws_on_a_terminal
+from framecast.run_logs import run_loggers
 from framecast.task import FrameTask, is_trainable
 
 # Lightning's advice about worker counts and logging intervals is noise on tiny CPU runs. (Its
@@ -154,13 +154,17 @@ def _strategy(name: str) -> Any:
 
 
 def make_trainer(
-    cfg: RunConfig, callbacks: list[Callback] | None = None, logger: bool = True, checkpointing: bool = True
+    cfg: RunConfig,
+    callbacks: list[Callback] | None = None,
+    logger: bool = True,
+    checkpointing: bool = True,
+    resume_step: int | None = None,
 ) -> L.Trainer:
+    """The Lightning Trainer of ``cfg``; ``resume_step``: the global step of the checkpoint a
+    fit resumes from, so that the run's metric logs keep what came before it (run_logs.py)."""
     t = cfg.trainer
     out = Path(cfg.out_dir)
-    loggers = (
-        [TensorBoardLogger(out, name="tb", version=""), CSVLogger(out, name="csv", version="")] if logger else False
-    )
+    loggers = run_loggers(out, resume_step) if logger else False
     quiet_lightning()  # no "GPU available", limit_* notes or install tips: progress and results only
     callbacks = list(callbacks or [])
     if t.enable_progress_bar and not draws_on_a_terminal() and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -267,11 +271,12 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps or cfg.trainer.log_every_n_steps * 5,
     )
     clock = TrainingClock()
-    trainer = make_trainer(cfg, callbacks=[best, last, clock, *(callbacks or [])])
     ckpt_path = ckpt_dir / "last.ckpt"
     # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers
     # only; a truncated last.ckpt falls back to the one before it (last.prev.ckpt).
     start = resume_checkpoint(ckpt_path, warn=warn) if resume else None
+    resume_step = int(read_checkpoint(start).get("global_step", 0)) if start is not None else None
+    trainer = make_trainer(cfg, callbacks=[best, last, clock, *(callbacks or [])], resume_step=resume_step)
     if start is not None:  # before config.yaml is rewritten: it must keep describing the checkpoint
         check_resume(start, resolved, trainer.world_size, warn if trainer.is_global_zero else lambda _: None)
     if trainer.is_global_zero:
