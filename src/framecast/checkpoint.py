@@ -63,9 +63,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path)
 
 
-def resume_checkpoint(path: str | Path, warn=None) -> Path | None:
-    """The newest readable checkpoint among ``path`` and its previous copy, or None if neither
-    exists. A truncated or foreign file is named (through ``warn``) and passed over.
+def resume_checkpoint(path: str | Path, warn=None) -> tuple[Path, int] | None:
+    """The newest readable checkpoint among ``path`` and its previous copy, with its global step
+    (read here, so a resume need not load the file again for it), or None if neither exists. A truncated or foreign file is named (through ``warn``) and passed over.
 
     When ``path`` is unreadable and its previous copy is used, ``path`` is moved aside to
     ``<stem>.corrupt<suffix>`` (``last.corrupt.ckpt``): otherwise the next
@@ -95,7 +95,7 @@ def resume_checkpoint(path: str | Path, warn=None) -> Path | None:
                 pass
             if warn is not None:
                 warn(f"resuming from {prev.name}; the unreadable {path.name} was moved to {corrupt}")
-        return candidate
+        return candidate, int(ckpt.get("global_step", 0))
     if path.is_file() or previous_path(path).is_file():
         raise FramecastError(
             f"no readable checkpoint to resume from in {path.parent}; run with --no-resume to start over"

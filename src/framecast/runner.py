@@ -274,8 +274,8 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     ckpt_path = ckpt_dir / "last.ckpt"
     # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers
     # only; a truncated last.ckpt falls back to the one before it (last.prev.ckpt).
-    start = resume_checkpoint(ckpt_path, warn=warn) if resume else None
-    resume_step = int(read_checkpoint(start).get("global_step", 0)) if start is not None else None
+    found = resume_checkpoint(ckpt_path, warn=warn) if resume else None
+    start, resume_step = found if found is not None else (None, None)
     trainer = make_trainer(cfg, callbacks=[best, last, clock, *(callbacks or [])], resume_step=resume_step)
     if start is not None:  # before config.yaml is rewritten: it must keep describing the checkpoint
         check_resume(start, resolved, trainer.world_size, warn if trainer.is_global_zero else lambda _: None)
