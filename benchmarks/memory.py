@@ -6,10 +6,17 @@ peak is its own.
 
     python benchmarks/memory.py                                           # PredRNN, PredRNN-V2, published sizes
     python benchmarks/memory.py --models predrnn,mim --size cpu --batch 8 --steps 10
+    python benchmarks/memory.py --models predrnn --modes fixed --thp   # PyTorch's huge-page allocations
+
+``--thp`` sets ``THP_MEM_ALLOC_ENABLE=1`` for the children: PyTorch then aligns its CPU
+allocations of 2 MiB and more to 2 MiB and asks for transparent huge pages (``madvise``), so a
+freshly mapped activation takes one page fault instead of 512 (where the kernel's THP mode is
+``madvise`` or ``always``).
 """
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -64,24 +71,31 @@ def main() -> None:
     p.add_argument("--size", default="published", help="registered size: published, cpu or test")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--modes", default=",".join(MODES), help="allocator modes: default, fixed")
+    p.add_argument("--thp", action="store_true", help="THP_MEM_ALLOC_ENABLE=1: PyTorch's huge-page allocations")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # child: model mode
     args = p.parse_args()
     if args.one:
         print(json.dumps(measure(*args.one, args.size, args.batch, args.steps)))
         return
+    unknown = set(args.modes.split(",")) - set(MODES)
+    if unknown:
+        p.error(f"--modes: unknown {', '.join(sorted(unknown))}; choose from: {', '.join(MODES)}")
     profile = machine_profile("32", "contiguous")
     print(f"machine: {describe(profile)}")
     rows = []
+    env = {**os.environ, **({"THP_MEM_ALLOC_ENABLE": "1"} if args.thp else {})}
     for name in args.models.split(","):
-        for mode in MODES:
+        for mode in args.modes.split(","):
             cmd = [sys.executable, __file__, "--one", name, mode, "--size", args.size]
             cmd += ["--batch", str(args.batch), "--steps", str(args.steps)]
-            out = subprocess.run(cmd, capture_output=True, text=True)
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if out.returncode:
                 print(f"{name} {mode}: failed\n{out.stderr[-2000:]}")
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
+            r["thp_alloc"] = args.thp
             rows.append(r)
             peaks = " ".join(f"{g:.2f}" for g in r["peak_gib_after_step"])
             times = " ".join(f"{t:.2f}" for t in r["step_s"])
