@@ -169,8 +169,8 @@ def test_channels_last_gives_the_same_frames():
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"num_hidden": (8,)}, "at least two positive widths"),
-        ({"num_hidden": (8, 0)}, "at least two positive widths"),
+        ({"num_hidden": (8,)}, "at least 2 positive widths"),
+        ({"num_hidden": (8, 0)}, "at least 2 positive widths"),
         ({"num_hidden": (8, 16)}, "share one width"),
         ({"filter_size": 4}, "filter_size must be odd"),
         ({"stride": 2}, "stride must be 1"),

@@ -10,8 +10,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from framecast.errors import InputError
+from framecast.errors import ConfigError, InputError
 from framecast.layers import as_hw, feedback_rollout, patchify, unpatchify
+
+
+def check_cells(
+    model: str, num_hidden: Any, filter_size: int, *, least: int = 1, least_why: str = "", shared: str = ""
+) -> None:
+    """The config checks a recurrent stack shares: at least ``least`` positive widths (why:
+    ``least_why``), one width for every cell where a state passes through all of them (why:
+    ``shared``; empty: widths may differ), and an odd, positive gate-convolution kernel."""
+    hidden = tuple(num_hidden)
+    if len(hidden) < least or (hidden and min(hidden) < 1):
+        count = "one positive width" if least == 1 else f"{least} positive widths"
+        raise ConfigError(f"{model}: num_hidden must list at least {count}{least_why}, got {hidden}")
+    if shared and len(set(hidden)) != 1:
+        raise ConfigError(
+            f"{model}: num_hidden: cells share one width ({shared}), got {hidden}; use e.g. {(hidden[0],) * len(hidden)}"
+        )
+    if filter_size < 1 or filter_size % 2 == 0:
+        raise ConfigError(f"{model}: filter_size must be odd and positive, got {filter_size}")
 
 
 @dataclass

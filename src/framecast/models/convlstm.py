@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from framecast.errors import ConfigError, FramecastError
 from framecast.layers import ConvLSTMCell, check_patch, patchify, unpatchify
-from framecast.models.base import FeedbackPredictor, Prediction, Predictor
+from framecast.models.base import FeedbackPredictor, Prediction, Predictor, check_cells
 from framecast.registry import register_model
 
 
@@ -111,10 +111,7 @@ class ConvLSTMConfig:
     forget_bias: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.num_hidden or min(self.num_hidden) < 1:
-            raise ConfigError(f"num_hidden must list at least one positive width, got {self.num_hidden}")
-        if self.filter_size % 2 == 0:
-            raise ConfigError(f"filter_size must be odd, got {self.filter_size}")
+        check_cells("convlstm", self.num_hidden, self.filter_size)
         check_patch(self.image_size, self.patch_size, "convlstm")
 
 

@@ -70,7 +70,7 @@ from torch import Tensor, nn
 
 from framecast.errors import ConfigError, FramecastError
 from framecast.layers import as_hw, check_patch
-from framecast.models.base import FeedbackPredictor
+from framecast.models.base import FeedbackPredictor, check_cells
 from framecast.registry import register_model
 
 CELL_MODES = ("normal", "residual")
@@ -94,14 +94,7 @@ class MAUConfig:
     model_mode: str = "normal"  # normal, or recall: each decoder stage adds the encoder feature of its resolution
 
     def __post_init__(self) -> None:
-        if not self.num_hidden or min(self.num_hidden) < 1:
-            raise ConfigError(f"mau: num_hidden must list at least one positive width, got {self.num_hidden}")
-        if len(set(self.num_hidden)) != 1:
-            raise ConfigError(
-                f"mau: num_hidden: MAU cells share one width (the spatial state passes through all), got {self.num_hidden}"
-            )
-        if self.filter_size < 1 or self.filter_size % 2 == 0:
-            raise ConfigError(f"mau: filter_size must be odd and positive, got {self.filter_size}")
+        check_cells("mau", self.num_hidden, self.filter_size, shared="the spatial state passes through all")
         if self.tau < 1:
             raise ConfigError(f"mau: tau (past states attended over) must be >= 1, got {self.tau}")
         if self.cell_mode not in CELL_MODES:

@@ -75,7 +75,7 @@ from torch import Tensor, nn
 
 from framecast.errors import ConfigError, FramecastError
 from framecast.layers import as_hw, check_patch
-from framecast.models.base import FeedbackPredictor
+from framecast.models.base import FeedbackPredictor, check_cells
 from framecast.models.predrnn import SpatioTemporalLSTMCell
 from framecast.registry import register_model
 
@@ -92,18 +92,14 @@ class MIMConfig:
     layer_norm: bool = False  # layer normalisation after each gate convolution (OpenSTL's option)
 
     def __post_init__(self) -> None:
-        if len(self.num_hidden) < 2 or min(self.num_hidden) < 1:
-            raise ConfigError(
-                f"mim: num_hidden must list at least two positive widths (an ST-LSTM, then MIM blocks), "
-                f"got {self.num_hidden}; for one layer use predrnn"
-            )
-        if len(set(self.num_hidden)) != 1:
-            raise ConfigError(
-                f"mim: num_hidden: all layers share one width (the zigzag memory passes through all), "
-                f"got {self.num_hidden}"
-            )
-        if self.filter_size < 1 or self.filter_size % 2 == 0:
-            raise ConfigError(f"mim: filter_size must be odd and positive, got {self.filter_size}")
+        check_cells(
+            "mim",
+            self.num_hidden,
+            self.filter_size,
+            least=2,
+            least_why=" (an ST-LSTM, then MIM blocks; for one layer use predrnn)",
+            shared="the zigzag memory passes through all",
+        )
         if self.stride != 1:
             raise ConfigError(f"mim: stride must be 1 (OpenSTL's configs use 1), got {self.stride}")
         check_patch(self.image_size, self.patch_size, "mim")

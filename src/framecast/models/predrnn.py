@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint
 
 from framecast.errors import ConfigError, FramecastError
 from framecast.layers import as_hw, check_patch, feedback_rollout, patchify, unpatchify
-from framecast.models.base import Prediction, Predictor
+from framecast.models.base import Prediction, Predictor, check_cells
 from framecast.registry import register_model
 
 
@@ -60,20 +60,12 @@ class PredRNNConfig:
     checkpoint_cells: bool | int = False
 
     def __post_init__(self) -> None:
-        if not self.num_hidden or min(self.num_hidden) < 1:
-            raise ConfigError(f"num_hidden must list at least one positive width, got {self.num_hidden}")
+        check_cells("predrnn", self.num_hidden, self.filter_size, shared="the zigzag memory passes through all")
         if not isinstance(self.checkpoint_cells, bool) and not 0 <= self.checkpoint_cells <= len(self.num_hidden):
             raise ConfigError(
                 f"checkpoint_cells must be true, false or a number of cells 0..{len(self.num_hidden)}, "
                 f"got {self.checkpoint_cells}"
             )
-        if len(set(self.num_hidden)) != 1:
-            # the zigzag memory flows through every layer, so every layer has the same width
-            raise ConfigError(
-                f"num_hidden: PredRNN layers share one width (the zigzag memory passes through all), got {self.num_hidden}"
-            )
-        if self.filter_size % 2 == 0:
-            raise ConfigError(f"filter_size must be odd, got {self.filter_size}")
         if self.stride != 1:
             raise ConfigError(f"stride must be 1 (the official configs use 1), got {self.stride}")
         check_patch(self.image_size, self.patch_size, "predrnn")

@@ -66,9 +66,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from framecast.errors import ConfigError, FramecastError
+from framecast.errors import FramecastError
 from framecast.layers import as_hw, check_patch
-from framecast.models.base import FeedbackPredictor
+from framecast.models.base import FeedbackPredictor, check_cells
 from framecast.registry import register_model
 
 FORGET_BIAS = 1.0  # added to both forget gates before the sigmoid (OpenSTL's and the authors' code)
@@ -89,18 +89,14 @@ class PredRNNppConfig:
     layer_norm: bool = False  # layer normalisation after each gate convolution (OpenSTL's option)
 
     def __post_init__(self) -> None:
-        if len(self.num_hidden) < 2 or min(self.num_hidden) < 1:
-            raise ConfigError(
-                f"predrnn_pp: num_hidden must list at least 2 positive widths (the gradient highway "
-                f"sits between the first two cells), got {self.num_hidden}"
-            )
-        if len(set(self.num_hidden)) != 1:
-            raise ConfigError(
-                f"predrnn_pp: num_hidden: cells share one width (the zigzag memory passes through all), "
-                f"got {self.num_hidden}; use e.g. {(self.num_hidden[0],) * len(self.num_hidden)}"
-            )
-        if self.filter_size < 1 or self.filter_size % 2 == 0:
-            raise ConfigError(f"predrnn_pp: filter_size must be odd and positive, got {self.filter_size}")
+        check_cells(
+            "predrnn_pp",
+            self.num_hidden,
+            self.filter_size,
+            least=2,
+            least_why=" (the gradient highway sits between the first two cells)",
+            shared="the zigzag memory passes through all",
+        )
         check_patch(self.image_size, self.patch_size, "predrnn_pp")
 
 
