@@ -12,7 +12,7 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -63,9 +63,26 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path)
 
 
-def resume_checkpoint(path: str | Path, warn=None) -> tuple[Path, int] | None:
+class Resume(NamedTuple):
+    """The checkpoint a run resumes from, with what a resume needs of it (read once)."""
+
+    path: Path
+    step: int  # its global step
+    meta: dict[str, Any]  # its "framecast" entry: the run config it was trained with, processes ({} if none)
+
+    @property
+    def trainer(self) -> dict[str, Any] | None:
+        """The trainer section of the run config it stores, if any."""
+        run = self.meta.get("run_config")
+        trainer = run.get("trainer") if isinstance(run, dict) else None
+        return trainer if isinstance(trainer, dict) else None
+
+
+def resume_checkpoint(path: str | Path, warn=None) -> Resume | None:
     """The newest readable checkpoint among ``path`` and its previous copy, with its global step
-    (read here, so a resume need not load the file again for it), or None if neither exists. A truncated or foreign file is named (through ``warn``) and passed over.
+    and framecast metadata (read here, so a resume loads the file once more only in Lightning's
+    restore), or None if neither exists. A truncated or foreign file is named (through ``warn``)
+    and passed over.
 
     When ``path`` is unreadable and its previous copy is used, ``path`` is moved aside to
     ``<stem>.corrupt<suffix>`` (``last.corrupt.ckpt``): otherwise the next
@@ -95,7 +112,8 @@ def resume_checkpoint(path: str | Path, warn=None) -> tuple[Path, int] | None:
                 pass
             if warn is not None:
                 warn(f"resuming from {prev.name}; the unreadable {path.name} was moved to {corrupt}")
-        return candidate, int(ckpt.get("global_step", 0))
+        meta = ckpt.get("framecast")
+        return Resume(candidate, int(ckpt.get("global_step", 0)), meta if isinstance(meta, dict) else {})
     if path.is_file() or previous_path(path).is_file():
         raise FramecastError(
             f"no readable checkpoint to resume from in {path.parent}; run with --no-resume to start over"

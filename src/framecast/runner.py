@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 
-from framecast.checkpoint import SafeCheckpointIO, read_checkpoint, resume_checkpoint
+from framecast.checkpoint import Resume, SafeCheckpointIO, resume_checkpoint
 from framecast.config import (
     DataConfig,
     RunConfig,
@@ -27,7 +27,7 @@ from framecast.config import (
 )
 from framecast.data import FrameDataModule
 from framecast.errors import FramecastError, warn
-from framecast.io import atomic_write_text, previous_path
+from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
 from framecast.memory import fix_mmap_threshold
@@ -126,21 +126,6 @@ def resolve_trainer(
     return dataclasses.replace(cfg, trainer=trainer), choice
 
 
-def _stored_trainer(ckpt: Path) -> dict[str, Any] | None:
-    """The trainer section of the run config stored in ``ckpt`` (or its previous copy), if any."""
-    for candidate in (ckpt, previous_path(ckpt)):
-        if not candidate.is_file():
-            continue
-        try:
-            meta = read_checkpoint(candidate).get("framecast")
-        except FramecastError:
-            continue  # resume_checkpoint names the broken file
-        run = meta.get("run_config") if isinstance(meta, dict) else None
-        trainer = run.get("trainer") if isinstance(run, dict) else None
-        return trainer if isinstance(trainer, dict) else None
-    return None
-
-
 def _strategy(name: str) -> Any:
     """framecast's ``ddp``: Lightning's DDP strategy that tolerates parameters a step leaves
     unused (plain ``ddp`` stops with an error on them) and does not sync buffers in every
@@ -204,13 +189,13 @@ class ConfigChanged(FramecastError):
         self.changes = changes
 
 
-def check_resume(ckpt: Path, resolved: dict[str, Any], processes: int, log=warn) -> None:
-    """Refuse (``ConfigChanged``) to resume from ``ckpt`` with the resolved run config
-    ``resolved`` when it differs from the one stored in the checkpoint in a key that matters
-    (``config.RESUME_SAFE_KEYS`` lists those that do not). A checkpoint that stores no config
-    (written before framecast stored it) resumes with a warning through ``log``."""
-    meta = read_checkpoint(ckpt).get("framecast")
-    stored = meta.get("run_config") if isinstance(meta, dict) else None
+def check_resume(found: Resume, resolved: dict[str, Any], processes: int, log=warn) -> None:
+    """Refuse (``ConfigChanged``) to resume from the checkpoint ``found`` with the resolved run
+    config ``resolved`` when it differs from the one stored in the checkpoint in a key that
+    matters (``config.RESUME_SAFE_KEYS`` lists those that do not). A checkpoint that stores no
+    config (written before framecast stored it) resumes with a warning through ``log``."""
+    ckpt, meta = found.path, found.meta
+    stored = meta.get("run_config")
     if not isinstance(stored, dict):
         log(f"{ckpt} does not store the config it was trained with (an older checkpoint); resuming unchecked")
         return
@@ -243,17 +228,17 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     if cfg.data.is_array:  # physical values: no [0, 1] check, masked NaNs, metrics in physical units
         check_array_model(task.model, cfg.data)
         task.use_array_data(data.array_meta)
+    # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers
+    # only; a truncated last.ckpt falls back to the one before it (last.prev.ckpt).
+    ckpt_dir = out / "checkpoints"
+    ckpt_path = ckpt_dir / "last.ckpt"
+    found = resume_checkpoint(ckpt_path, warn=warn) if resume else None
     # precision / channels_last auto -> concrete values (measured, cached, or the resumed
     # checkpoint's); the resolved config, config.yaml and every checkpoint store those
-    stored = (
-        _stored_trainer(out / "checkpoints" / "last.ckpt")
-        if resume and AUTO in (cfg.trainer.precision, cfg.trainer.channels_last)
-        else None
-    )
+    stored = found.trainer if found is not None and AUTO in (cfg.trainer.precision, cfg.trainer.channels_last) else None
     cfg, choice = resolve_trainer(cfg, task.model, "train", stored)
     resolved = resolved_dict(cfg)  # what config.yaml holds (--print-config prints the same)
     task.run_config = resolved  # every checkpoint stores it: its data, and what a resume must match
-    ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best",
@@ -271,14 +256,12 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps or cfg.trainer.log_every_n_steps * 5,
     )
     clock = TrainingClock()
-    ckpt_path = ckpt_dir / "last.ckpt"
-    # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers
-    # only; a truncated last.ckpt falls back to the one before it (last.prev.ckpt).
-    found = resume_checkpoint(ckpt_path, warn=warn) if resume else None
-    start, resume_step = found if found is not None else (None, None)
-    trainer = make_trainer(cfg, callbacks=[best, last, clock, *(callbacks or [])], resume_step=resume_step)
-    if start is not None:  # before config.yaml is rewritten: it must keep describing the checkpoint
-        check_resume(start, resolved, trainer.world_size, warn if trainer.is_global_zero else lambda _: None)
+    start = found.path if found is not None else None
+    trainer = make_trainer(
+        cfg, callbacks=[best, last, clock, *(callbacks or [])], resume_step=found.step if found is not None else None
+    )
+    if found is not None:  # before config.yaml is rewritten: it must keep describing the checkpoint
+        check_resume(found, resolved, trainer.world_size, warn if trainer.is_global_zero else lambda _: None)
     if trainer.is_global_zero:
         save_yaml(resolved, out / "config.yaml")
     trainer.fit(task, datamodule=data, ckpt_path=str(start) if start else None, weights_only=True)
