@@ -392,6 +392,10 @@ def test_forecaster_runs_a_copy_in_the_layout_its_probe_found_faster(monkeypatch
     np.testing.assert_allclose(fast.predict(frames), slow.predict(frames), atol=1e-4)
     pinned = Forecaster(model, 3, n_context=4, precision="32", channels_last=False, log=None)
     assert pinned.model is model and not pinned.choice.channels_last
+    monkeypatch.setenv(P.ENV_PIN, "32")  # nothing measured: auto keeps the model's own layout
+    kept = Forecaster(model, 3, n_context=4, log=None)
+    assert kept.model is model and not kept.choice.channels_last and kept.choice.source == "env"
+    assert P.resolve(model).channels_last  # training's auto, unmeasured: channels-last, as before
 
 
 def test_compare_report_records_machine_and_precision(monkeypatch, tiny_overrides, tmp_path):

@@ -80,11 +80,7 @@ class Forecaster:
             model, precision, channels_last, self.device, self.n_context, self.n_future, self.size, log
         )
         self.precision = self.choice.precision
-        model.eval()
-        measured = self.choice.source in ("measured", "cached")
-        if channels_last == "auto" and not measured:  # pinned, a GPU, no probe: nothing says move
-            self.choice.channels_last = is_channels_last(model)
-        self.model = _in_layout(model, self.choice.channels_last)
+        self.model = _in_layout(model.eval(), self.choice.channels_last)
         self.reset()
 
     def _autocast(self):
@@ -177,6 +173,7 @@ def _resolve_choice(
         n_context=n_context,
         n_future=n_future,
         image_size=size or 64,
+        unprobed_layout=is_channels_last(model),  # pinned, a GPU: nothing measured, nothing moved
         log=log,
     )
 

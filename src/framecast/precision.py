@@ -176,6 +176,7 @@ def resolve(
     num_nodes: int = 1,
     stored: dict[str, Any] | None = None,
     use_cache: bool = True,
+    unprobed_layout: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Choice:
     """Resolve ``auto`` precision and layout for ``model``; see the module docstring.
@@ -185,6 +186,9 @@ def resolve(
         batch, n_context, n_future, image_size: the run's shapes (the probe reduces them).
         stored: the trainer section a checkpoint was trained with; when resuming, ``auto``
             takes its precision and layout (a run keeps its arithmetic; nothing is measured).
+        unprobed_layout: what ``channels_last: auto`` resolves to where nothing is measured (a
+            pinned precision, a GPU, no parameters): channels-last for training; the model's own
+            layout for the ``Forecaster``, which never moves a model without a measurement.
         log: receives the one-line description of an ``auto`` choice.
     """
     channels_last = parse_channels_last(channels_last)
@@ -204,6 +208,7 @@ def resolve(
         num_nodes=num_nodes,
         stored=stored,
         use_cache=use_cache,
+        unprobed_layout=unprobed_layout,
     )
     # Announced when measured or looked up; a pin and a resumed run's own arithmetic are not news.
     if log is not None and AUTO in (precision, channels_last) and choice.source not in ("env", "resumed"):
@@ -212,22 +217,32 @@ def resolve(
 
 
 def _decide(
-    model, precision, channels_last, requested, *, accelerator, kind, stored, num_nodes, use_cache, **shape
+    model,
+    precision,
+    channels_last,
+    requested,
+    *,
+    accelerator,
+    kind,
+    stored,
+    num_nodes,
+    use_cache,
+    unprobed_layout,
+    **shape,
 ) -> Choice:
     fixed_p, fixed_cl = precision != AUTO, channels_last != AUTO
+    unprobed = channels_last if fixed_cl else unprobed_layout  # the layout where nothing is measured
     if fixed_p and fixed_cl:
         return Choice(precision, channels_last, requested, "explicit")
     if not any(True for _ in model.parameters()):  # a baseline: no arithmetic to speed up
-        return Choice(
-            precision if fixed_p else FP32, channels_last if fixed_cl else True, requested, "fixed", "no parameters"
-        )
+        return Choice(precision if fixed_p else FP32, unprobed, requested, "fixed", "no parameters")
     pinned = os.environ.get(ENV_PIN, "").strip()
     if pinned and not fixed_p:  # what `auto` means on this machine, set once (CI, a cluster's nodes)
         if pinned not in (FP32, "32-true", BF16, "bf16-true", "16-mixed", "64"):
             raise ConfigError(
                 f"${ENV_PIN}={pinned!r}: set it to 32 or bf16-mixed (what trainer.precision: auto means here)"
             )
-        return Choice(pinned, channels_last if fixed_cl else True, requested, "env", f"${ENV_PIN}; no probe")
+        return Choice(pinned, unprobed, requested, "env", f"${ENV_PIN}; no probe")
     if stored is not None:  # resuming: the arithmetic the checkpoint was trained with
         sp, scl = stored.get("precision"), stored.get("channels_last")
         if isinstance(scl, str):
@@ -245,20 +260,18 @@ def _decide(
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         p = precision if fixed_p else (BF16 if bf16 else FP32)
         why = "the GPU supports bf16" if bf16 else "the GPU has no bf16"
-        return Choice(p, channels_last if fixed_cl else True, requested, "gpu", f"{why}; no probe on a GPU")
+        return Choice(p, unprobed, requested, "gpu", f"{why}; no probe on a GPU")
     if dev == "other" or num_nodes > 1:
         why = (
             "several machines would each measure their own; set trainer.precision to choose"
             if num_nodes > 1
             else f"no probe on {accelerator}"
         )
-        return Choice(precision if fixed_p else FP32, channels_last if fixed_cl else True, requested, "fixed", why)
+        return Choice(precision if fixed_p else FP32, unprobed, requested, "fixed", why)
     precisions = [precision] if fixed_p else [FP32, BF16]
     if fixed_p and precision not in (FP32, "32-true", BF16):
         # 64, 16-mixed, bf16-true: obeyed; the layout stays the long-standing default
-        return Choice(
-            precision, channels_last if fixed_cl else True, requested, "fixed", "layout not probed at this precision"
-        )
+        return Choice(precision, unprobed, requested, "fixed", "layout not probed at this precision")
     layouts = [channels_last] if fixed_cl else [False, True]
     candidates = [(p, cl) for p in precisions for cl in layouts]
     times, probe, source = _timings(model, candidates, kind, shape, use_cache)
