@@ -7,12 +7,15 @@ times a full training step (forward, backward, optimiser; ``precision.probe_step
 and bf16-mixed, channels-last, and prints samples/s with the machine profile.
 
     python benchmarks/batch_size.py --models convlstm,predrnn,predrnn_v2 --batches 8,16 --json out.json
+    python benchmarks/batch_size.py --models predrnn --batches 16 --set fused_gates=false   # a model key changed
 """
 
 import argparse
 import json
 
 import framecast
+from framecast.config import parse_overrides
+from framecast.io import atomic_write_text
 from framecast.machine import describe, machine_profile
 from framecast.precision import probe_steps
 from framecast.registry import get_entry, list_models
@@ -26,8 +29,10 @@ def main() -> None:
     p.add_argument("--n-context", type=int, default=10)
     p.add_argument("--n-future", type=int, default=10)
     p.add_argument("--seconds", type=float, default=40.0, help="time budget per model and batch")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model config key for every model")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
+    overrides = parse_overrides([f"--{item}" for item in args.set or []])
     names = args.models.split(",")
     unknown = [n for n in names if n not in list_models() or not get_entry(n).trainable]
     if unknown:
@@ -37,7 +42,7 @@ def main() -> None:
     rows = []
     candidates = [("32", True), ("bf16-mixed", True)]
     for name in names:
-        model = framecast.create_model(name, size=args.size)
+        model = framecast.create_model(name, size=args.size, **overrides)
         for batch in (int(b) for b in args.batches.split(",")):
             times, info = probe_steps(
                 model,
@@ -48,16 +53,17 @@ def main() -> None:
                 seconds=args.seconds,
             )
             sps = {k: info["batch"] / t for k, t in times.items()}
-            rows.append({"model": name, "batch": info["batch"], "rounds": info["rounds"], "samples_per_s": sps})
+            row = {"model": name, "batch": info["batch"], "rounds": info["rounds"], "samples_per_s": sps}
+            rows.append({**row, "overrides": overrides} if overrides else row)
             print(
-                f"{name:<14} batch {info['batch']:>3}: "
+                f"{name:<14} batch {info['batch']:>3}{' ' + str(overrides) if overrides else ''}: "
                 + ", ".join(f"{k} {v:.1f} samples/s" for k, v in sps.items())
                 + f" ({info['rounds']} timed rounds)",
                 flush=True,
             )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": profile, "frames": [args.n_context, args.n_future], "results": rows}, f, indent=2)
+        doc = {"machine": profile, "frames": [args.n_context, args.n_future], "results": rows}
+        atomic_write_text(args.json, json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ peak is its own.
     python benchmarks/memory.py                                           # PredRNN, PredRNN-V2, published sizes
     python benchmarks/memory.py --models predrnn,mim --size cpu --batch 8 --steps 10
     python benchmarks/memory.py --models predrnn --modes fixed --thp   # PyTorch's huge-page allocations
+    python benchmarks/memory.py --models predrnn --modes default --set fused_gates=false   # a model key changed
 
 ``--thp`` sets ``THP_MEM_ALLOC_ENABLE=1`` for the children: PyTorch then aligns its CPU
 allocations of 2 MiB and more to 2 MiB and asks for transparent huge pages (``madvise``), so a
@@ -24,13 +25,14 @@ import time
 
 import torch
 
+from framecast.config import parse_overrides
 from framecast.io import atomic_write_text
 from framecast.machine import describe, machine_profile
 
 MODES = ("default", "fixed")
 
 
-def measure(name: str, mode: str, size: str, batch: int, steps: int) -> dict:
+def measure(name: str, mode: str, size: str, batch: int, steps: int, overrides: dict) -> dict:
     from framecast.memory import fix_mmap_threshold
 
     done = fix_mmap_threshold(force=True) if mode == "fixed" else None  # before any tensor exists
@@ -38,7 +40,7 @@ def measure(name: str, mode: str, size: str, batch: int, steps: int) -> dict:
     from framecast.registry import model_size
 
     torch.manual_seed(0)
-    model = framecast.create_model(name, **model_size(name, size)).train()
+    model = framecast.create_model(name, **{**model_size(name, size), **overrides}).train()
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     channels = getattr(model.config, "channels", 1)
     clip = torch.rand(batch, 20, channels, 64, 64)
@@ -58,6 +60,7 @@ def measure(name: str, mode: str, size: str, batch: int, steps: int) -> dict:
         "allocator": done or "C library default",
         "mode": mode,
         "size": size,
+        **({"overrides": overrides} if overrides else {}),
         "batch": batch,
         "peak_gib_after_step": peaks,
         "step_s": times,
@@ -73,11 +76,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--modes", default=",".join(MODES), help="allocator modes: default, fixed")
     p.add_argument("--thp", action="store_true", help="THP_MEM_ALLOC_ENABLE=1: PyTorch's huge-page allocations")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model config key for every model")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # child: model mode
     args = p.parse_args()
+    overrides = parse_overrides([f"--{item}" for item in args.set or []])
     if args.one:
-        print(json.dumps(measure(*args.one, args.size, args.batch, args.steps)))
+        print(json.dumps(measure(*args.one, args.size, args.batch, args.steps, overrides)))
         return
     unknown = set(args.modes.split(",")) - set(MODES)
     if unknown:
@@ -90,6 +95,7 @@ def main() -> None:
         for mode in args.modes.split(","):
             cmd = [sys.executable, __file__, "--one", name, mode, "--size", args.size]
             cmd += ["--batch", str(args.batch), "--steps", str(args.steps)]
+            cmd += [f"--set={item}" for item in args.set or []]
             out = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if out.returncode:
                 print(f"{name} {mode}: failed\n{out.stderr[-2000:]}")

@@ -23,6 +23,7 @@ records the machine profile (``framecast.machine``) and the precision and layout
 """
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -36,6 +37,7 @@ from framecast.compare import flop_counter
 from framecast.machine import describe, machine_profile
 from framecast.memory import applied, fix_mmap_threshold
 from framecast.precision import BF16_MARGIN, Choice, resolve
+from framecast.registry import get_entry
 
 # --preset -> the registered size every model runs at (models/<family>.py, register_model sizes=)
 PRESET_SIZES = {"quick": "cpu", "official": "published"}
@@ -71,9 +73,9 @@ def measure(
     choice, auto = None, precision == "auto"
     if style != "reference":  # framecast's training entry fixes glibc's mmap threshold (memory.py)
         fix_mmap_threshold()
-    if style == "reference":  # fp32, contiguous tensors, ConvLSTM gates as conv_x(x) + conv_h(h)
+    if style == "reference":  # fp32, contiguous tensors, the official code's unfused gate convolutions
         precision = "fp32"
-        if name == "convlstm":
+        if any(f.name == "fused_gates" for f in dataclasses.fields(get_entry(name).config_cls)):
             overrides = {**overrides, "fused_gates": False}
     elif any(True for _ in framecast.create_model(name, **overrides).parameters()):
         choice = probe(name, overrides, batch, n_context, n_future)  # cached by the parent's probe run
