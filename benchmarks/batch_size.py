@@ -7,14 +7,15 @@ times a full training step (forward, backward, optimiser; ``precision.probe_step
 and bf16-mixed, channels-last, and prints samples/s with the machine profile.
 
     python benchmarks/batch_size.py --models convlstm,predrnn,predrnn_v2 --batches 8,16 --json out.json
-    python benchmarks/batch_size.py --models predrnn --batches 16 --set fused_gates=false   # a model key changed
+    python benchmarks/batch_size.py --models predrnn --batches 16 --set checkpoint_cells=true   # a model key changed
 """
 
 import argparse
 import json
 
 import framecast
-from framecast.config import parse_overrides
+from framecast.config import parse_set
+from framecast.errors import ConfigError
 from framecast.io import atomic_write_text
 from framecast.machine import describe, machine_profile
 from framecast.precision import probe_steps
@@ -32,7 +33,10 @@ def main() -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model config key for every model")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
-    overrides = parse_overrides([f"--{item}" for item in args.set or []])
+    try:
+        overrides = parse_set(args.set)
+    except ConfigError as e:
+        p.error(str(e))
     names = args.models.split(",")
     unknown = [n for n in names if n not in list_models() or not get_entry(n).trainable]
     if unknown:

@@ -7,7 +7,7 @@ peak is its own.
     python benchmarks/memory.py                                           # PredRNN, PredRNN-V2, published sizes
     python benchmarks/memory.py --models predrnn,mim --size cpu --batch 8 --steps 10
     python benchmarks/memory.py --models predrnn --modes fixed --thp   # PyTorch's huge-page allocations
-    python benchmarks/memory.py --models predrnn --modes default --set fused_gates=false   # a model key changed
+    python benchmarks/memory.py --models predrnn --modes default --set checkpoint_cells=1   # a model key changed
 
 ``--thp`` sets ``THP_MEM_ALLOC_ENABLE=1`` for the children: PyTorch then aligns its CPU
 allocations of 2 MiB and more to 2 MiB and asks for transparent huge pages (``madvise``), so a
@@ -25,7 +25,8 @@ import time
 
 import torch
 
-from framecast.config import parse_overrides
+from framecast.config import parse_set
+from framecast.errors import ConfigError
 from framecast.io import atomic_write_text
 from framecast.machine import describe, machine_profile
 
@@ -80,7 +81,10 @@ def main() -> None:
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # child: model mode
     args = p.parse_args()
-    overrides = parse_overrides([f"--{item}" for item in args.set or []])
+    try:
+        overrides = parse_set(args.set)
+    except ConfigError as e:
+        p.error(str(e))
     if args.one:
         print(json.dumps(measure(*args.one, args.size, args.batch, args.steps, overrides)))
         return

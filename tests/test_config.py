@@ -21,6 +21,7 @@ from framecast.config import (
     TrainerConfig,
     build_run_config,
     load_yaml,
+    parse_set,
     resolve_model_config,
     resolved_dict,
     to_dict,
@@ -276,3 +277,15 @@ def test_compare_print_config_resolves_every_model_and_loads_back(capsys, tmp_pa
     for label in cmp.models:
         a, b = run_config(cmp, label), run_config(again, label)
         assert (to_dict(a.train), resolve_model_config(a)) == (to_dict(b.train), resolve_model_config(b)), label
+
+
+def test_set_arguments_are_typed_and_a_missing_value_is_named():
+    """--set KEY=VALUE (convert, benchmarks/batch_size.py, benchmarks/memory.py): one parser."""
+    assert parse_set(["checkpoint_cells=true", "num_hidden=[8, 8]", "lr=0.001"]) == {
+        "checkpoint_cells": True,
+        "num_hidden": [8, 8],
+        "lr": 0.001,
+    }
+    assert parse_set(None) == {}
+    with pytest.raises(ConfigError, match="--set takes key=value, got 'channels'"):
+        parse_set(["channels"])

@@ -398,19 +398,12 @@ def cmd_export(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def cmd_convert(args: argparse.Namespace, rest: list[str]) -> None:
-    import yaml
-
+    from framecast.config import parse_set
     from framecast.convert import convert
 
     if rest:
         raise FramecastError(f"unexpected arguments: {' '.join(rest)}")
-    overrides = {}
-    for item in args.set or []:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise FramecastError(f"--set takes key=value, got '{item}'")
-        overrides[key] = yaml.safe_load(value)
-    out, notes = convert(args.src, args.source, args.model, args.out, overrides)
+    out, notes = convert(args.src, args.source, args.model, args.out, parse_set(args.set))
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {out}")

@@ -354,6 +354,15 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     return out
 
 
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """Repeated ``--set KEY=VALUE`` arguments (model keys for ``convert`` and the benchmarks) as a
+    mapping, values read as YAML scalars like every other override."""
+    bad = next((item for item in items or [] if "=" not in item), None)
+    if bad is not None:
+        raise ConfigError(f"--set takes key=value, got '{bad}'")
+    return parse_overrides([f"--{item}" for item in items or []])
+
+
 def build_run_config(values: dict[str, Any]) -> RunConfig:
     return build_dataclass(RunConfig, values)
 
