@@ -1,8 +1,10 @@
-"""Peak memory of training, step after step, with glibc's malloc as it is and as ``framecast fit``
-sets it with ``FRAMECAST_MALLOC=fixed`` (``framecast.memory.fix_mmap_threshold``): the resident-set
-peak after each of a few training steps, the step times, and the last loss (equal bit for bit:
-the allocator does not change what is computed). Each run is a process of its own, so every
-peak is its own.
+"""Peak memory of training, step after step: with glibc's malloc as it is (``default``), with the
+activation arena ``framecast fit`` uses by default (``arena``: ``framecast.memory.ActivationArena``,
+``trainer.activation_arena``), and with the mmap threshold fixed as ``FRAMECAST_MALLOC=fixed``
+sets it (``fixed``: ``framecast.memory.fix_mmap_threshold``): the resident-set peak after each of
+a few training steps, the step times, and the last loss (equal bit for bit: neither changes what
+is computed). Each run is a process of its own, so every peak is its own. As in ``fit``, a
+step's outputs are gone before the next step begins.
 
     python benchmarks/memory.py                                           # PredRNN, PredRNN-V2, published sizes
     python benchmarks/memory.py --models predrnn,mim --size cpu --batch 8 --steps 10
@@ -16,6 +18,7 @@ freshly mapped activation takes one page fault instead of 512 (where the kernel'
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -30,11 +33,11 @@ from framecast.errors import ConfigError
 from framecast.io import atomic_write_text
 from framecast.machine import describe, machine_profile
 
-MODES = ("default", "fixed")
+MODES = ("default", "arena", "fixed")
 
 
 def measure(name: str, mode: str, size: str, batch: int, steps: int, overrides: dict) -> dict:
-    from framecast.memory import fix_mmap_threshold
+    from framecast.memory import ActivationArena, fix_mmap_threshold
 
     done = fix_mmap_threshold(force=True) if mode == "fixed" else None  # before any tensor exists
     import framecast
@@ -46,26 +49,34 @@ def measure(name: str, mode: str, size: str, batch: int, steps: int, overrides: 
     channels = getattr(model.config, "channels", 1)
     clip = torch.rand(batch, 20, channels, 64, 64)
     mask = torch.ones(batch, 18) if model.uses_mask else None
-    peaks, times = [], []
-    for _ in range(steps):  # fp32, contiguous: the arithmetic of the official code
-        t0 = time.perf_counter()
-        out = model(clip[:, :10], 10, future=clip[:, 10:], mask=mask)
+    arena = ActivationArena() if mode == "arena" else None
+
+    def step() -> float:  # fp32, contiguous: the arithmetic of the official code
+        with arena.saving() if arena is not None else contextlib.nullcontext():
+            out = model(clip[:, :10], 10, future=clip[:, 10:], mask=mask)
         loss = (out.frames - clip[:, -out.frames.shape[1] :]).pow(2).mean() + sum(out.losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return loss.item()
+
+    peaks, times = [], []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = step()
         times.append(time.perf_counter() - t0)
         peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {
         "model": name,
         "allocator": done or "C library default",
         "mode": mode,
+        **({"arena_gib": arena.reserved_bytes / 2**30} if arena is not None else {}),
         "size": size,
         **({"overrides": overrides} if overrides else {}),
         "batch": batch,
         "peak_gib_after_step": peaks,
         "step_s": times,
-        "last_loss": loss.item(),
+        "last_loss": loss,
     }
 
 
@@ -75,7 +86,9 @@ def main() -> None:
     p.add_argument("--size", default="published", help="registered size: published, cpu or test")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--modes", default=",".join(MODES), help="allocator modes: default, fixed")
+    p.add_argument(
+        "--modes", default=",".join(MODES), help="modes: default, arena (what fit uses), fixed (FRAMECAST_MALLOC=fixed)"
+    )
     p.add_argument("--thp", action="store_true", help="THP_MEM_ALLOC_ENABLE=1: PyTorch's huge-page allocations")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model config key for every model")
     p.add_argument("--json", help="also write the results here")
@@ -112,10 +125,9 @@ def main() -> None:
             print(f"{name:<12}{mode:<9}peak GiB after each step: {peaks}   step s: {times}   loss {r['last_loss']:.8f}")
             print(f"{'':<21}allocator: {r['allocator']}", flush=True)
     for name in args.models.split(","):
-        pair = {r["mode"]: r for r in rows if r["model"] == name}
-        if len(pair) == 2:
-            same = pair["default"]["last_loss"] == pair["fixed"]["last_loss"]
-            print(f"{name}: same loss bit for bit: {same}")
+        losses = {r["last_loss"] for r in rows if r["model"] == name}
+        if sum(r["model"] == name for r in rows) > 1:
+            print(f"{name}: the same loss bit for bit in every mode: {len(losses) == 1}")
     if args.json:
         atomic_write_text(args.json, json.dumps({"machine": profile, "results": rows}, indent=2))
 

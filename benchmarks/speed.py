@@ -23,6 +23,7 @@ records the machine profile (``framecast.machine``) and the precision and layout
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import resource
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 
 from framecast.compare import flop_counter
 from framecast.machine import describe, machine_profile
-from framecast.memory import applied, fix_mmap_threshold
+from framecast.memory import ActivationArena, applied, fix_mmap_threshold
 from framecast.precision import BF16_MARGIN, Choice, resolve
 from framecast.registry import get_entry
 
@@ -96,8 +97,12 @@ def measure(
     use_bf16 = precision == "bf16"
     opt = torch.optim.Adam(model.parameters(), 1e-4) if params else None
 
+    # framecast-style training keeps its saved activations in the arena, as fit does (memory.py)
+    arena = ActivationArena() if style != "reference" and ActivationArena.available() else None
+
     def train_step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        saving = arena.saving() if arena is not None else contextlib.nullcontext()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16), saving:
             out = model(ctx, n_future, future=fut, mask=mask)
             loss = F.mse_loss(out.frames.float(), clip[:, -out.frames.shape[1] :])
         opt.zero_grad(set_to_none=True)
@@ -117,6 +122,7 @@ def measure(
         "precision": precision,
         "layout": "channels-last" if channels_last else "contiguous",
         "allocator": applied() or "C library default",
+        "activation_arena": arena is not None,
         # the probe's finding for this model here: best fp32 step time / best bf16-mixed one
         "probe_bf16_speedup": choice.bf16_speedup if choice else None,
         "probe": {k: choice.record()[k] for k in ("precision", "layout", "reason", "step_seconds", "probe")}

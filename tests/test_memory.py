@@ -146,3 +146,133 @@ def test_a_fixed_mmap_threshold_gives_each_steps_activations_back():
         [sys.executable, "-c", _FREED, "fixed"], capture_output=True, text=True, check=True, env=env
     )
     assert default.stdout.startswith("None "), default.stdout  # opt-in: glibc left as it is
+
+
+# --------------------------------------------------------------------------- the activation arena
+
+
+def _grads(model, clip, arena=None, channels_last=False):
+    """Loss and gradients of one training step, with the forward pass inside ``arena`` if given."""
+    model.zero_grad(set_to_none=True)
+    n = clip.shape[1]
+    with arena.saving() if arena is not None else torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        out = model(clip[:, :4], n - 4, future=clip[:, 4:], mask=torch.ones(clip.shape[0], n - 2))
+    loss = F.mse_loss(out.frames, clip[:, -out.frames.shape[1] :]) + sum(out.losses.values())
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("predrnn", KW),
+        ("predrnn_v2", KW),  # torch.utils.checkpoint saves its inputs through the hooks too
+        ("predrnn", {**KW, "checkpoint_cells": 1}),
+        ("convlstm", {}),
+        ("simvp", {}),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_arena_gives_the_same_loss_and_gradients_bit_for_bit(name, overrides, channels_last):
+    from framecast.memory import ActivationArena
+    from framecast.registry import model_size
+
+    torch.manual_seed(0)
+    model = framecast.create_model(name, **{**model_size(name, "test"), **overrides}).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    size = getattr(model.config, "image_size", 16)
+    clip = torch.rand(2, 8, 1, size, size)
+    arena = ActivationArena(block_bytes=1 << 16, min_bytes=0)  # small blocks: many of them, reused
+    plain = _grads(model, clip)
+    for _ in range(2):  # the second step reuses the first one's blocks
+        ours = _grads(model, clip, arena)
+        assert torch.equal(ours[0], plain[0])
+        for a, b in zip(ours[1], plain[1], strict=True):
+            assert torch.equal(a, b)
+    assert arena.copies > 0
+
+
+def test_the_arena_reuses_its_blocks_and_copies_a_tensor_saved_twice_once():
+    from framecast.memory import ActivationArena
+
+    torch.manual_seed(0)
+    model = framecast.create_model("predrnn", **KW).train()
+    clip = torch.rand(2, 8, 1, 16, 16)
+    arena = ActivationArena(block_bytes=1 << 16, min_bytes=0)
+    _grads(model, clip, arena)
+    blocks, copies = len(arena.blocks), arena.copies
+    for _ in range(3):
+        _grads(model, clip, arena)
+    assert len(arena.blocks) == blocks  # no new memory after the first step
+    assert arena.copies == 4 * copies  # the same tensors each step
+
+    x = torch.randn(64, 64, requires_grad=True)
+    with arena.saving():
+        before = arena.copies
+        s = x.exp()  # exp saves its output; the product saves it again
+        (s * s).sum().backward()
+    assert arena.copies - before == 1  # x (a leaf that needs no saving here) and s once
+
+
+def test_the_arena_keeps_two_graphs_apart_and_leaves_what_cannot_help():
+    """Two forward passes before either backward (gradient accumulation by hand) must not
+    share blocks; parameters, small tensors and strided views are saved as they are."""
+    from framecast.memory import ActivationArena
+
+    arena = ActivationArena(block_bytes=1 << 12, min_bytes=1024)
+    w = torch.nn.Parameter(torch.randn(32, 32))
+    xs = [torch.randn(32, 32), torch.randn(32, 32)]
+    ref = [torch.autograd.grad((x @ w).tanh().sum(), w)[0] for x in xs]
+    outs = []
+    for x in xs:
+        with arena.saving():
+            outs.append((x @ w).tanh().sum())
+    for out, expected in zip(outs, ref, strict=True):
+        assert torch.equal(torch.autograd.grad(out, w)[0], expected)
+
+    assert not arena.qualifies(w)  # a parameter
+    assert not arena.qualifies(torch.randn(8, 8))  # 256 bytes < min_bytes
+    assert not arena.qualifies(torch.randn(64, 64)[:, ::2])  # a strided view: copying changes its layout
+    assert arena.qualifies(torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last))
+
+
+def test_the_arena_trims_the_heap_after_blocks_of_small_tensors_only(monkeypatch):
+    from framecast import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: calls.append(1))
+    x = torch.randn(64, 64, requires_grad=True)  # 16 KiB
+    for trim_below, trims in ((32 << 10, True), (8 << 10, False)):  # 16 KiB tensors: small, then large
+        arena = memory.ActivationArena(block_bytes=64 << 10, min_bytes=0, trim_below=trim_below)
+        with arena.saving():
+            y = x
+            for _ in range(12):
+                y = y.exp().tanh()  # each saves its 16 KiB output: 4 to a block
+            y.sum().backward()
+        assert len(arena.blocks) > 1
+        assert (arena.trims > 0) is trims
+    assert len(calls) == 5  # 6 blocks filled in turn, a trim between each two
+
+
+def test_the_task_trains_through_the_arena_by_default():
+    from framecast.config import RunConfig, build_dataclass
+    from framecast.runner import make_task
+
+    cfg = build_dataclass(RunConfig, {"model": {"name": "predrnn", "num_hidden": [8, 8], "filter_size": 3}})
+    task = make_task(cfg)
+    assert task.arena is not None
+    off = make_task(build_dataclass(RunConfig, {"model": cfg.model, "trainer": {"activation_arena": False}}))
+    assert off.arena is None
+    off.model.load_state_dict(task.model.state_dict())
+    clip = torch.rand(2, cfg.data.n_context + cfg.data.n_future, 1, 64, 64)
+    task.arena.min_bytes = 0
+    losses = []
+    for t in (task, off):
+        loss, _ = t.loss(clip, None)
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.equal(*losses)
+    assert task.arena.copies > 0
+    for a, b in zip(task.model.parameters(), off.model.parameters(), strict=True):
+        assert torch.equal(a.grad, b.grad)

@@ -1,13 +1,13 @@
-"""The C allocator under training: a fixed mmap threshold, so a training step's peak stays its own.
+"""Memory of training: the activation arena (on by default) and glibc's mmap threshold (opt-in).
 
 A recurrent model's training step allocates a few thousand activation tensors of one size (e.g.
 2 MiB: batch 16 x 128 channels x 16 x 16 in fp32), keeps them for the backward pass and frees
 them all. glibc's malloc serves a block above its mmap threshold with ``mmap`` and gives it back
 on free, but it raises the threshold to the size of each mmapped block freed (its "dynamic
-threshold", up to 32 MiB). After the first step every activation therefore comes from the heap,
-where freed blocks sit between live ones (the optimiser's state, the next step's tensors): the
-resident set of the official 4 x 128 PredRNN grew from 4.7 GiB after one step to 6.8 GiB after
-two (fp32, batch 16; PredRNN-V2 4.9 -> 6.9), though the tensors alive at any time never changed.
+threshold", up to 32 MiB). After the first activations every one therefore comes from the heap,
+where freed blocks sit between live ones and small objects pin the holes: the resident set of
+the official 4 x 128 PredRNN peaks at 4.7 GiB (fp32, batch 16; PredRNN-V2 4.9), though what is
+alive never exceeds ~3.2 GiB.
 
 ``fix_mmap_threshold`` sets ``M_MMAP_THRESHOLD`` to a fixed 1 MiB with ``mallopt`` (which turns
 the dynamic threshold off): blocks at least that large are always mmapped and returned on free;
@@ -17,21 +17,38 @@ are bit for bit the same (the allocator does not change what is computed).
 
 It is opt-in (``FRAMECAST_MALLOC=fixed``; ``framecast fit`` applies it then), because what it
 costs depends on the model. Measured here (``benchmarks/memory.py``, ``benchmarks/speed.py``):
-official 4 x 128 PredRNN, fp32, batch 16, three steps: peak 6.80 -> 3.16 GiB, PredRNN-V2 6.90 ->
-3.46 GiB; a step takes 12% / 26% longer (44.8 -> 50.2 s, 47.1 -> 59.4 s, medians: the page faults
+official 4 x 128 PredRNN, fp32, batch 16, three steps: peak 3.16 GiB, PredRNN-V2 3.46 GiB
+(6.80 / 6.90 with glibc's default in that run, which kept each step's output alive through the
+next step); a step takes 12% / 26% longer (44.8 -> 50.2 s, 47.1 -> 59.4 s, medians: the page faults
 of fresh mmapped pages); at
 the cpu sizes of the RNNs (activations below 1 MiB) peak and step time unchanged within noise;
 but SimVP / TAU at their cpu sizes, whose full-resolution activations of every frame are tens
 of MiB, ran much slower (gSTA inference 44 -> 25 samples/s), since glibc's default keeps such
-blocks on the heap for reuse once its threshold has risen. A 4 MiB threshold kept the 6.9 GiB
-peak. By hand: ``MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_TRIM_THRESHOLD_=268435456`` in the
+blocks on the heap for reuse once its threshold has risen. A fixed 2.1 or 4 MiB threshold kept
+the 4.7 GiB peak. By hand: ``MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_TRIM_THRESHOLD_=268435456`` in the
 environment. Other C libraries (macOS, musl) are left alone.
+
+``ActivationArena`` (on by default in training, ``trainer.activation_arena``) attacks the same
+growth from the other side without the page faults: with saved-tensor hooks
+(``torch.autograd.graph.saved_tensors_hooks``) it copies every activation the backward pass will
+need (at least 256 KiB, on the CPU) into a few 64 MiB blocks that live across steps and are
+reused once no saved tensor points into them. The heap then holds only short-lived temporaries
+and the interpreter's small objects, so freed activations no longer leave holes that those
+objects pin. Official PredRNN, fp32, batch 16, glibc's default: peak 4.69 -> 3.46 GiB,
+PredRNN-V2 4.95 -> 3.93 GiB; the same loss bit for bit; step time unchanged within this
+machine's noise (``benchmarks/memory.py``; the README has the figures).
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
+import weakref
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
 DEFAULT_THRESHOLD = 1 << 20  # 1 MiB: activations above it are mmapped; small tensors stay on the heap
@@ -64,3 +81,153 @@ def fix_mmap_threshold(threshold: int = DEFAULT_THRESHOLD, force: bool = False) 
 def applied() -> str | None:
     """What ``fix_mmap_threshold`` did in this process, if anything."""
     return _applied
+
+
+# --------------------------------------------------------------------------- the activation arena
+
+_use_count = getattr(torch._C, "_storage_Use_Count", None)  # how many tensors share a storage (private API)
+
+
+class ActivationArena:
+    """Saved activations of training steps, copied into large blocks that are reused step after step.
+
+    Used as a context around a training forward pass: autograd hands every tensor it saves for
+    the backward pass to ``pack``, which copies it into the current block (64-byte aligned, same
+    shape, strides and dtype) and returns the copy; the original is freed as soon as the forward
+    pass drops it. A block is reused once no copy in it is alive (the backward pass has freed
+    them), so after the first step no new memory is taken. Tensors are saved as they are where
+    copying cannot help or is not possible: below ``min_bytes``, parameters, not on the CPU, or
+    not dense (strided views). A tensor saved twice (an activation's output and the next
+    product's input) is copied once.
+
+    Each time a block is full, if the tensors copied into it were small on average (under
+    ``trim_below``, 4 MiB: a recurrent cell's activations), glibc's ``malloc_trim`` gives the
+    heap's free pages back to the system: the originals and temporaries freed since left holes
+    there that the interpreter's small objects pin, and within one forward pass the resident set
+    would otherwise grow by them (official PredRNN-V2, fp32, batch 16: peak 4.11 -> 3.9 GiB).
+    After larger tensors it is not done: glibc mmaps those and returns them on free, and trimming
+    only made the next ones fault their pages in again (SimVP at its cpu size: 17% slower).
+
+    The results are the same bit for bit: a copy has the values autograd would have read. One
+    difference: a saved tensor changed in place after saving no longer raises autograd's
+    "modified by an inplace operation" error; the gradient uses the value at saving time.
+    Double backward (``create_graph=True``) does not see through the copies.
+    """
+
+    def __init__(self, block_bytes: int = 64 << 20, min_bytes: int = 256 << 10, trim_below: int = 4 << 20) -> None:
+        self.block_bytes, self.min_bytes, self.trim_below = block_bytes, min_bytes, trim_below
+        self._block_copies = self._block_bytes = 0  # what the current block holds
+        self.trims = 0  # malloc_trim calls so far
+        self.blocks: list[tuple[Tensor, int]] = []  # (uint8 block, its storage's use count when free)
+        self._current: Tensor | None = None
+        self._offset = 0
+        self._seen: dict[int, tuple[weakref.ref, Tensor]] = {}  # id(original) -> (original, copy)
+        self.copies = 0  # tensors copied so far (tests, benchmarks)
+
+    @staticmethod
+    def available() -> bool:
+        """Whether this torch tells how many tensors share a storage (needed to reuse blocks)."""
+        return _use_count is not None
+
+    @property
+    def reserved_bytes(self) -> int:
+        return sum(b.numel() for b, _ in self.blocks)
+
+    def _free_block(self, nbytes: int) -> Tensor:
+        for block, idle in self.blocks:
+            if block is not self._current and block.numel() >= nbytes and _storage_uses(block) == idle:
+                return block
+        block = torch.empty(max(self.block_bytes, nbytes), dtype=torch.uint8)
+        self.blocks.append((block, _storage_uses(block)))
+        return block
+
+    def copy(self, t: Tensor) -> Tensor:
+        """A copy of ``t`` in the arena (``t`` must qualify: see ``qualifies``)."""
+        nbytes = t.numel() * t.element_size()
+        padded = -(-nbytes // 64) * 64
+        if self._current is None or self._offset + padded > self._current.numel():
+            if self._block_copies and self._block_bytes < self.trim_below * self._block_copies:
+                _malloc_trim()  # the heap's holes since the last block: resident no more
+                self.trims += 1
+            self._current, self._offset = self._free_block(padded), 0
+            self._block_copies = self._block_bytes = 0
+        self._block_copies += 1
+        self._block_bytes += nbytes
+        # a tensor on the block's storage, not a view of the block: its own version counter
+        out = t.new_empty(0).set_(
+            self._current.untyped_storage(), self._offset // t.element_size(), t.shape, t.stride()
+        )
+        self._offset += padded
+        with torch.no_grad():
+            out.copy_(t.detach())
+        self.copies += 1
+        return out
+
+    def qualifies(self, t: Tensor) -> bool:
+        return (
+            t.device.type == "cpu"
+            and t.layout == torch.strided
+            and not isinstance(t, torch.nn.Parameter)
+            and t.numel() * t.element_size() >= self.min_bytes
+            and _dense(t)
+        )
+
+    def pack(self, t: Tensor) -> Tensor:
+        if not self.qualifies(t):
+            return t
+        key = id(t)
+        hit = self._seen.get(key)
+        if hit is not None and hit[0]() is t:
+            return hit[1]
+        out = self.copy(t)
+        self._seen[key] = (weakref.ref(t, lambda _, key=key: self._seen.pop(key, None)), out)
+        return out
+
+    @contextlib.contextmanager
+    def saving(self) -> Iterator["ActivationArena"]:
+        """Route the tensors autograd saves inside this context into the arena."""
+        if not self.available():
+            yield self
+            return
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(self.pack, _unpack):
+                yield self
+        finally:
+            self._seen.clear()
+            self._current = None  # the next pass starts a free block: nothing of this one is overwritten
+            self._block_copies = self._block_bytes = 0
+
+
+_libc_trim = None
+
+
+def _malloc_trim() -> None:
+    """glibc's ``malloc_trim(0)``: free heap pages given back to the system (elsewhere: nothing)."""
+    global _libc_trim
+    if _libc_trim is None:
+        try:
+            _libc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _libc_trim = False
+    if _libc_trim:
+        _libc_trim(0)
+
+
+def _unpack(t: Tensor) -> Tensor:
+    return t
+
+
+def _storage_uses(block: Tensor) -> int:
+    return _use_count(block.untyped_storage()._cdata)
+
+
+def _dense(t: Tensor) -> bool:
+    """Whether ``t`` covers its elements without gaps or overlaps (contiguous in some dimension order)."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True

@@ -30,7 +30,7 @@ from framecast.errors import FramecastError, warn
 from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
-from framecast.memory import fix_mmap_threshold
+from framecast.memory import ActivationArena, fix_mmap_threshold
 from framecast.metrics import describe_array_metrics
 from framecast.precision import AUTO, Choice, static_precision
 from framecast.precision import resolve as resolve_precision
@@ -85,6 +85,7 @@ def make_task(cfg: RunConfig) -> FrameTask:
     task = FrameTask(cfg.model_name, model_cfg, cfg.data.n_context, cfg.data.n_future, to_dict(cfg.train))
     if cfg.trainer.channels_last is True:
         task.model.to(memory_format=torch.channels_last)
+    task.arena = ActivationArena() if cfg.trainer.activation_arena and ActivationArena.available() else None
     return task
 
 

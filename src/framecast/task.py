@@ -5,6 +5,7 @@ and in schedules.py, and reaches the model as arguments (the true future frames 
 teacher-forcing mask).
 """
 
+import contextlib
 from typing import Any
 
 import lightning as L
@@ -17,6 +18,7 @@ from torch import Tensor
 from framecast import metrics as M
 from framecast.config import TrainConfig, build_dataclass
 from framecast.errors import FramecastError
+from framecast.memory import ActivationArena
 from framecast.registry import create_model, get_entry
 from framecast.schedules import (
     onecycle_lr,
@@ -125,6 +127,9 @@ class FrameTask(L.LightningModule):
         # arrays are normalised physical values and set None (use_array_data).
         self.value_range: tuple[float, float] | None = (0.0, 1.0)
         self.array_meta: dict[str, Any] | None = None
+        # trainer.activation_arena: the tensors a training forward pass saves for the backward
+        # pass go into reusable blocks (memory.ActivationArena); set by runner.make_task.
+        self.arena: ActivationArena | None = None
 
     def use_array_data(self, meta: dict[str, Any] | None) -> None:
         """Train and score on gridded arrays (``ArrayWindows.meta``: channels, normalisation,
@@ -176,7 +181,11 @@ class FrameTask(L.LightningModule):
         """Frame MSE (+ optional L1 and BCE) over every frame the model predicts, plus the model's own
         terms; ``valid`` (the clip's shape, bool): only those values count (masked NaNs)."""
         context, future = clip[:, : self.n_context], clip[:, self.n_context :]
-        out = self.model(context, self.n_future, future=future, mask=mask)
+        on_cpu = clip.device.type == "cpu"  # the arena keeps CPU tensors; elsewhere its hooks only cost
+        use_arena = self.arena is not None and on_cpu and torch.is_grad_enabled()
+        saving = self.arena.saving() if use_arena else contextlib.nullcontext()
+        with saving:
+            out = self.model(context, self.n_future, future=future, mask=mask)
         target = clip[:, -out.frames.shape[1] :]
         pred = out.frames.float()
         if self.cfg.clip_loss:
