@@ -23,7 +23,6 @@ records the machine profile (``framecast.machine``) and the precision and layout
 """
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import resource
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 
 from framecast.compare import flop_counter
 from framecast.machine import describe, machine_profile
-from framecast.memory import ActivationArena, applied, fix_mmap_threshold
+from framecast.memory import ActivationArena, applied, fix_mmap_threshold, saving_if_worthwhile
 from framecast.precision import BF16_MARGIN, Choice, resolve
 from framecast.registry import get_entry
 
@@ -101,8 +100,7 @@ def measure(
     arena = ActivationArena() if style != "reference" and ActivationArena.available() else None
 
     def train_step():
-        saving = arena.saving() if arena is not None else contextlib.nullcontext()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16), saving:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16), saving_if_worthwhile(arena):
             out = model(ctx, n_future, future=fut, mask=mask)
             loss = F.mse_loss(out.frames.float(), clip[:, -out.frames.shape[1] :])
         opt.zero_grad(set_to_none=True)

@@ -255,6 +255,21 @@ def test_the_arena_trims_the_heap_after_blocks_of_small_tensors_only(monkeypatch
     assert len(calls) == 5  # 6 blocks filled in turn, a trim between each two
 
 
+def test_the_arena_steps_aside_after_a_first_pass_that_fills_less_than_a_block():
+    """Small activations: the heap holds them as well as the arena would, so the hooks' per-tensor
+    cost is skipped from the second pass on; large ones keep it."""
+    from framecast.memory import ActivationArena, saving_if_worthwhile
+
+    x = torch.randn(64, 64, requires_grad=True)  # 16 KiB
+    for block_bytes, worthwhile in ((1 << 20, False), (32 << 10, True)):
+        arena = ActivationArena(block_bytes=block_bytes, min_bytes=0)
+        for _ in range(2):
+            with saving_if_worthwhile(arena):
+                x.exp().tanh().sum().backward()  # 32 KiB saved
+        assert arena.worthwhile is worthwhile
+        assert arena.copies == (4 if worthwhile else 2)
+
+
 def test_the_task_trains_through_the_arena_by_default():
     from framecast.config import RunConfig, build_dataclass
     from framecast.runner import make_task

@@ -31,10 +31,11 @@ environment. Other C libraries (macOS, musl) are left alone.
 ``ActivationArena`` (on by default in training, ``trainer.activation_arena``) attacks the same
 growth from the other side without the page faults: with saved-tensor hooks
 (``torch.autograd.graph.saved_tensors_hooks``) it copies every activation the backward pass will
-need (at least 256 KiB, on the CPU) into a few 64 MiB blocks that live across steps and are
+need (at least 1 MiB, on the CPU) into a few 64 MiB blocks that live across steps and are
 reused once no saved tensor points into them. The heap then holds only short-lived temporaries
 and the interpreter's small objects, so freed activations no longer leave holes that those
-objects pin. Official PredRNN, fp32, batch 16, glibc's default: peak 4.69 -> 3.46 GiB,
+objects pin. Where a first pass fills less than one block (small models), the arena steps aside:
+its hooks cost a few per cent there and the heap does as well. Official PredRNN, fp32, batch 16, glibc's default: peak 4.69 -> 3.46 GiB,
 PredRNN-V2 4.95 -> 3.93 GiB; the same loss bit for bit; step time unchanged within this
 machine's noise (``benchmarks/memory.py``; the README has the figures).
 """
@@ -114,10 +115,15 @@ class ActivationArena:
     Double backward (``create_graph=True``) does not see through the copies.
     """
 
-    def __init__(self, block_bytes: int = 64 << 20, min_bytes: int = 256 << 10, trim_below: int = 4 << 20) -> None:
+    def __init__(self, block_bytes: int = 64 << 20, min_bytes: int = 1 << 20, trim_below: int = 4 << 20) -> None:
         self.block_bytes, self.min_bytes, self.trim_below = block_bytes, min_bytes, trim_below
         self._block_copies = self._block_bytes = 0  # what the current block holds
         self.trims = 0  # malloc_trim calls so far
+        self._pass_bytes = 0  # copied in the current pass
+        # whether the passes copy enough to matter: after a first pass that fills less than one
+        # block, the heap holds the activations as well as the arena would, and callers skip the
+        # hooks' per-tensor cost (``saving_if_worthwhile``)
+        self.worthwhile = True
         self.blocks: list[tuple[Tensor, int]] = []  # (uint8 block, its storage's use count when free)
         self._current: Tensor | None = None
         self._offset = 0
@@ -153,6 +159,7 @@ class ActivationArena:
             self._block_copies = self._block_bytes = 0
         self._block_copies += 1
         self._block_bytes += nbytes
+        self._pass_bytes += nbytes
         # a tensor on the block's storage, not a view of the block: its own version counter
         out = t.new_empty(0).set_(
             self._current.untyped_storage(), self._offset // t.element_size(), t.shape, t.stride()
@@ -173,7 +180,7 @@ class ActivationArena:
         )
 
     def pack(self, t: Tensor) -> Tensor:
-        if not self.qualifies(t):
+        if t.numel() * t.element_size() < self.min_bytes or not self.qualifies(t):  # the cheap test first
             return t
         key = id(t)
         hit = self._seen.get(key)
@@ -189,10 +196,14 @@ class ActivationArena:
         if not self.available():
             yield self
             return
+        first = self.copies == 0 and not self.blocks
+        self._pass_bytes = 0
         try:
             with torch.autograd.graph.saved_tensors_hooks(self.pack, _unpack):
                 yield self
         finally:
+            if first:
+                self.worthwhile = self._pass_bytes >= self.block_bytes
             self._seen.clear()
             self._current = None  # the next pass starts a free block: nothing of this one is overwritten
             self._block_copies = self._block_bytes = 0
@@ -211,6 +222,14 @@ def _malloc_trim() -> None:
             _libc_trim = False
     if _libc_trim:
         _libc_trim(0)
+
+
+def saving_if_worthwhile(arena: ActivationArena | None) -> contextlib.AbstractContextManager:
+    """``arena.saving()`` while the arena is worth its hooks (see ``ActivationArena.worthwhile``)
+    and gradients are recorded; otherwise nothing."""
+    if arena is None or not arena.worthwhile or not torch.is_grad_enabled():
+        return contextlib.nullcontext()
+    return arena.saving()
 
 
 def _unpack(t: Tensor) -> Tensor:

@@ -5,7 +5,6 @@ and in schedules.py, and reaches the model as arguments (the true future frames 
 teacher-forcing mask).
 """
 
-import contextlib
 from typing import Any
 
 import lightning as L
@@ -18,7 +17,7 @@ from torch import Tensor
 from framecast import metrics as M
 from framecast.config import TrainConfig, build_dataclass
 from framecast.errors import FramecastError
-from framecast.memory import ActivationArena
+from framecast.memory import ActivationArena, saving_if_worthwhile
 from framecast.registry import create_model, get_entry
 from framecast.schedules import (
     onecycle_lr,
@@ -182,9 +181,7 @@ class FrameTask(L.LightningModule):
         terms; ``valid`` (the clip's shape, bool): only those values count (masked NaNs)."""
         context, future = clip[:, : self.n_context], clip[:, self.n_context :]
         on_cpu = clip.device.type == "cpu"  # the arena keeps CPU tensors; elsewhere its hooks only cost
-        use_arena = self.arena is not None and on_cpu and torch.is_grad_enabled()
-        saving = self.arena.saving() if use_arena else contextlib.nullcontext()
-        with saving:
+        with saving_if_worthwhile(self.arena if on_cpu else None):
             out = self.model(context, self.n_future, future=future, mask=mask)
         target = clip[:, -out.frames.shape[1] :]
         pred = out.frames.float()
