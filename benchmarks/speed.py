@@ -97,7 +97,7 @@ def measure(
     opt = torch.optim.Adam(model.parameters(), 1e-4) if params else None
 
     # framecast-style training keeps its saved activations in the arena, as fit does (memory.py)
-    arena = ActivationArena() if style != "reference" and ActivationArena.available() else None
+    arena = ActivationArena() if style != "reference" else None
 
     def train_step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16), saving_if_worthwhile(arena):

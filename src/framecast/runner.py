@@ -85,7 +85,7 @@ def make_task(cfg: RunConfig) -> FrameTask:
     task = FrameTask(cfg.model_name, model_cfg, cfg.data.n_context, cfg.data.n_future, to_dict(cfg.train))
     if cfg.trainer.channels_last is True:
         task.model.to(memory_format=torch.channels_last)
-    task.arena = ActivationArena() if cfg.trainer.activation_arena and ActivationArena.available() else None
+    task.arena = ActivationArena() if cfg.trainer.activation_arena else None
     return task
 
 
