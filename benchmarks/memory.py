@@ -52,10 +52,10 @@ def measure(name: str, mode: str, size: str, batch: int, steps: int, overrides: 
     arena = ActivationArena() if mode == "arena" else None
 
     def step() -> float:  # fp32, contiguous: the arithmetic of the official code
+        opt.zero_grad(set_to_none=True)  # as fit: the last gradients go before the forward pass
         with arena.saving() if arena is not None else contextlib.nullcontext():
             out = model(clip[:, :10], 10, future=clip[:, 10:], mask=mask)
         loss = (out.frames - clip[:, -out.frames.shape[1] :]).pow(2).mean() + sum(out.losses.values())
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return loss.item()
@@ -70,7 +70,12 @@ def measure(name: str, mode: str, size: str, batch: int, steps: int, overrides: 
         "model": name,
         "allocator": done or "C library default",
         "mode": mode,
-        **({"arena_gib": arena.reserved_bytes / 2**30} if arena is not None else {}),
+        # what a forward pass copied into the arena, and what it holds after the last step
+        **(
+            {"arena_pass_gib": arena.pass_bytes / 2**30, "arena_gib": arena.reserved_bytes / 2**30}
+            if arena is not None
+            else {}
+        ),
         "size": size,
         **({"overrides": overrides} if overrides else {}),
         "batch": batch,

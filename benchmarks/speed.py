@@ -100,10 +100,10 @@ def measure(
     arena = ActivationArena() if style != "reference" else None
 
     def train_step():
+        opt.zero_grad(set_to_none=True)  # before the forward pass, as fit and the official code do
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16), saving_if_worthwhile(arena):
             out = model(ctx, n_future, future=fut, mask=mask)
             loss = F.mse_loss(out.frames.float(), clip[:, -out.frames.shape[1] :])
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 

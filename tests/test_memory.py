@@ -2,6 +2,7 @@
 with autograd's saved-tensor hooks (the peak of a training step is that plus a few transients),
 and that the memory savings leave every result bit for bit the same."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -199,12 +200,13 @@ def test_the_arena_reuses_its_blocks_and_copies_a_tensor_saved_twice_once():
     torch.manual_seed(0)
     model = framecast.create_model("predrnn", **KW).train()
     clip = torch.rand(2, 8, 1, 16, 16)
-    arena = ActivationArena(block_bytes=1 << 16, min_bytes=0)
+    arena = ActivationArena(block_bytes=1 << 16, min_bytes=0, release=False)
     _grads(model, clip, arena)
-    blocks, copies = len(arena.blocks), arena.copies
+    blocks = [b for b, _ in arena.blocks]
+    copies = arena.copies
     for _ in range(3):
         _grads(model, clip, arena)
-    assert len(arena.blocks) == blocks  # no new memory after the first step
+    assert [b for b, _ in arena.blocks] == blocks  # the same blocks: no new memory after the first step
     assert arena.copies == 4 * copies  # the same tensors each step
 
     x = torch.randn(64, 64, requires_grad=True)
@@ -213,6 +215,73 @@ def test_the_arena_reuses_its_blocks_and_copies_a_tensor_saved_twice_once():
         s = x.exp()  # exp saves its output; the product saves it again
         (s * s).sum().backward()
     assert arena.copies - before == 1  # x (a leaf that needs no saving here) and s once
+
+
+def test_the_arena_gives_its_blocks_back_during_the_backward_pass():
+    """By default (release) a block goes back to the system as soon as the backward pass has
+    freed what it held, so the backward pass's own temporaries do not come on top of a full arena;
+    the next forward pass takes fresh blocks."""
+    from framecast.memory import ActivationArena
+
+    torch.manual_seed(0)
+    model = framecast.create_model("predrnn", **KW).train()
+    clip = torch.rand(2, 8, 1, 16, 16)
+    arena = ActivationArena(block_bytes=1 << 13, min_bytes=0)
+    with arena.saving():
+        out = model(clip[:, :4], 4, future=clip[:, 4:], mask=torch.ones(2, 6))
+    full = len(arena.blocks)
+    assert full > 8 and arena.released == 0
+    F.mse_loss(out.frames, clip[:, 1:]).backward()
+    assert arena.released > 0 and len(arena.blocks) < full  # given back while the backward pass ran
+    arena.release_idle()  # what is left once it has finished (runner: before checkpoints, after fit)
+    assert arena.blocks == [] and arena.reserved_bytes == 0
+    with arena.saving():  # a block holding a live saved tensor is never given back
+        y = torch.randn(64, 64, requires_grad=True).exp()
+    assert arena.release_idle() == 0 and len(arena.blocks) == 1
+    y.sum().backward()
+
+
+def test_a_recomputable_tensor_is_kept_as_its_inputs_with_the_same_gradients():
+    from framecast.memory import ActivationArena, recomputable
+
+    x = torch.randn(64, 64, requires_grad=True)
+
+    def step(arena=None):
+        with arena.saving() if arena is not None else contextlib.nullcontext():
+            a, b = x.exp(), x.tanh()  # each saves its output
+            both = recomputable(torch.cat([a, b]), lambda u, v: torch.cat([u, v]), a, b)
+            loss = both.sin().sum()  # sin saves the concatenation: kept as a, b, which are kept anyway
+        return torch.autograd.grad(loss, x)[0]
+
+    plain = step()
+    arena = ActivationArena(min_bytes=0)
+    assert torch.equal(step(arena), plain)
+    assert arena.copies == 2 and arena.pass_bytes == 2 * 64 * 64 * 4  # a and b, not the concatenation
+    with arena.saving(), torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        out = x * 2
+        assert recomputable(out, torch.mul, x, 2) is out
+        assert not arena._recipes  # another's hooks are the innermost (checkpoint's): nothing noted
+
+
+@pytest.mark.parametrize("name", ["predrnn", "predrnn_v2"])
+def test_in_the_arena_a_predrnn_cell_step_keeps_11_tensors(name):
+    """Through the arena, [c', m'] is kept as c', m' (which the next step keeps anyway) and
+    PredRNN-V2's increments i * g, i' * g' as their factors: 11 (B, nh, H, W) tensors per cell
+    step for both (7 gates, tanh(conv_last), h, c, m), from 13 and 15 without it."""
+    from framecast.memory import ActivationArena
+
+    torch.manual_seed(0)
+    model = framecast.create_model(name, **{**KW, "num_hidden": (32, 32)}).train()
+    arena = ActivationArena(min_bytes=0, release=False)
+    batch, frames = 2, 6
+    clip = torch.rand(batch, frames, 1, 16, 16)
+    with arena.saving():
+        model(clip[:, :3], frames - 3, future=clip[:, 3:], mask=torch.ones(batch, frames - 2))
+        kept = arena.pass_bytes
+    cell_steps = len(model.config.num_hidden) * (frames - 1)
+    units = kept / (batch * 32 * 4 * 4 * 4) / cell_steps
+    assert units < 11.7, units  # + the frames and the head's input
+    assert units < saved_units(model) - 1.5  # the same step without the arena
 
 
 def test_the_arena_keeps_two_graphs_apart_and_leaves_what_cannot_help():
@@ -241,7 +310,7 @@ def test_the_arena_trims_the_heap_after_blocks_of_small_tensors_only(monkeypatch
     from framecast import memory
 
     calls = []
-    monkeypatch.setattr(memory, "_malloc_trim", lambda: calls.append(1))
+    monkeypatch.setattr(memory, "malloc_trim", lambda: calls.append(1))
     x = torch.randn(64, 64, requires_grad=True)  # 16 KiB
     for trim_below, trims in ((32 << 10, True), (8 << 10, False)):  # 16 KiB tensors: small, then large
         arena = memory.ActivationArena(block_bytes=64 << 10, min_bytes=0, trim_below=trim_below)
@@ -272,6 +341,7 @@ def test_the_arena_steps_aside_after_a_first_pass_that_fills_less_than_a_block()
 
 def test_the_task_trains_through_the_arena_by_default():
     from framecast.config import RunConfig, build_dataclass
+    from framecast.memory import ActivationArena
     from framecast.runner import make_task
 
     cfg = build_dataclass(RunConfig, {"model": {"name": "predrnn", "num_hidden": [8, 8], "filter_size": 3}})
@@ -291,3 +361,10 @@ def test_the_task_trains_through_the_arena_by_default():
     assert task.arena.copies > 0
     for a, b in zip(task.model.parameters(), off.model.parameters(), strict=True):
         assert torch.equal(a.grad, b.grad)
+    # a checkpoint written between steps: the idle blocks are given back (even without release)
+    task.arena = ActivationArena(block_bytes=1 << 16, min_bytes=0, release=False)
+    loss, _ = task.loss(clip, None)
+    loss.backward()
+    assert task.arena.reserved_bytes > 0
+    task.on_save_checkpoint({})
+    assert task.arena.reserved_bytes == 0

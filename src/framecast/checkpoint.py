@@ -7,7 +7,6 @@ alone. An export (``export_safetensors``) carries the same metadata in its safet
 and loads through ``load_checkpoint`` like the checkpoint it came from.
 """
 
-import io
 import json
 import os
 import pickle
@@ -48,16 +47,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made crash-proof: the checkpoint is serialised in memory,
-    written to a temporary file, fsynced and renamed over the old one; the old ``last.ckpt`` (the
+    """Lightning's checkpoint writer, made crash-proof: the checkpoint is serialised straight
+    into a temporary file (not first into memory: that held a second copy of the weights and the
+    optimiser state while writing), fsynced and renamed over the old one; the old ``last.ckpt`` (the
     file runs resume from) stays as ``last.prev.ckpt``. A kill at any moment leaves a complete
     checkpoint; a full disk raises a one-line error and leaves the last good one in place."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
         keep = Path(path).name == "last.ckpt"
-        atomic_write(path, lambda f: f.write(buffer.getbuffer()), keep_previous=keep)
+        atomic_write(path, lambda f: torch.save(checkpoint, f), keep_previous=keep)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_checkpoint(path)

@@ -241,8 +241,9 @@ class TrainerConfig:
     checkpoint_every_n_steps: int | None = None
     enable_progress_bar: bool = True  # progress: a bar on a terminal, plain lines in a log; false: none
     channels_last: bool | str = "auto"  # true | false | auto (measured with the precision)
-    # CPU training: the activations kept for the backward pass are copied into reusable 64 MiB
-    # blocks (framecast.memory.ActivationArena): the same results, a lower memory peak
+    # CPU training: the activations kept for the backward pass are copied into 64 MiB blocks,
+    # given back as the backward pass frees them (framecast.memory.ActivationArena): the same
+    # results bit for bit, a lower memory peak
     activation_arena: bool = True
 
     def __post_init__(self) -> None:

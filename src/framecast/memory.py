@@ -38,6 +38,14 @@ objects pin. Where a first pass fills less than one block (small models), the ar
 its hooks cost a few per cent there and the heap does as well. Official PredRNN, fp32, batch 16, glibc's default: peak 4.69 -> 3.46 GiB,
 PredRNN-V2 4.95 -> 3.93 GiB; the same loss bit for bit; step time unchanged within this
 machine's noise (``benchmarks/memory.py``; the README has the figures).
+
+Two refinements took those peaks lower still (the same results bit for bit). The arena gives a
+block back to the system as soon as the backward pass has freed what it held (``release``), so
+the backward pass's own gradient temporaries no longer come on top of a full arena; the next
+forward pass faults in fresh blocks (~0.3 s per 2 GiB here, about 1% of an official step). And a
+model may mark a tensor ``recomputable`` from others the step keeps anyway: PredRNN's [c', m']
+and PredRNN-V2's increments i * g, i' * g', so a PredRNN or PredRNN-V2 cell step keeps 11
+(B, nh, H, W) tensors instead of 13 / 15.
 """
 
 import contextlib
@@ -46,7 +54,8 @@ import ctypes.util
 import os
 import sys
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -90,13 +99,16 @@ _use_count = getattr(torch._C, "_storage_Use_Count", None)  # how many tensors s
 
 
 class ActivationArena:
-    """Saved activations of training steps, copied into large blocks that are reused step after step.
+    """Saved activations of training steps, copied into large blocks outside the heap.
 
     Used as a context around a training forward pass: autograd hands every tensor it saves for
     the backward pass to ``pack``, which copies it into the current block (64-byte aligned, same
     shape, strides and dtype) and returns the copy; the original is freed as soon as the forward
-    pass drops it. A block is reused once no copy in it is alive (the backward pass has freed
-    them), so after the first step no new memory is taken. Tensors are saved as they are where
+    pass drops it. Once no copy in a block is alive (the backward pass has freed them), the
+    block is given back to the system during that backward pass (``release``, the default: the
+    backward pass's temporaries then do not come on top of a full arena), or else kept and reused
+    by the next pass (``release=False``: no new memory after the first step, no page faults).
+    Tensors are saved as they are where
     copying cannot help or is not possible: below ``min_bytes``, parameters, not on the CPU, or
     not dense (strided views). A tensor saved twice (an activation's output and the next
     product's input) is copied once.
@@ -112,11 +124,21 @@ class ActivationArena:
     The results are the same bit for bit: a copy has the values autograd would have read. One
     difference: a saved tensor changed in place after saving no longer raises autograd's
     "modified by an inplace operation" error; the gradient uses the value at saving time.
-    Double backward (``create_graph=True``) does not see through the copies.
+    Double backward (``create_graph=True``) does not see through the copies. A tensor marked
+    ``recomputable`` is kept as its recipe and remade when the backward pass asks for it.
     """
 
-    def __init__(self, block_bytes: int = 64 << 20, min_bytes: int = 1 << 20, trim_below: int = 4 << 20) -> None:
+    def __init__(
+        self,
+        block_bytes: int = 64 << 20,
+        min_bytes: int = 1 << 20,
+        trim_below: int = 4 << 20,
+        release: bool = True,
+    ) -> None:
         self.block_bytes, self.min_bytes, self.trim_below = block_bytes, min_bytes, trim_below
+        self.release = release
+        self._unpacks = 0  # unpacks since idle blocks were last looked for
+        self.released = 0  # blocks given back so far
         self._block_copies = self._block_bytes = 0  # what the current block holds
         self.trims = 0  # malloc_trim calls so far
         self._pass_bytes = 0  # copied in the current pass
@@ -128,12 +150,18 @@ class ActivationArena:
         self._current: Tensor | None = None
         self._offset = 0
         self._seen: dict[int, tuple[weakref.ref, Tensor]] = {}  # id(original) -> (original, copy)
+        self._recipes: dict[int, tuple[weakref.ref, _Recompute]] = {}  # id(tensor) -> how to remake it
         self.copies = 0  # tensors copied so far (tests, benchmarks)
 
     @staticmethod
     def available() -> bool:
         """Whether this torch tells how many tensors share a storage (needed to reuse blocks)."""
         return _use_count is not None
+
+    @property
+    def pass_bytes(self) -> int:
+        """Bytes copied in the current (or last) pass."""
+        return self._pass_bytes
 
     @property
     def reserved_bytes(self) -> int:
@@ -153,7 +181,7 @@ class ActivationArena:
         padded = -(-nbytes // 64) * 64
         if self._current is None or self._offset + padded > self._current.numel():
             if self._block_copies and self._block_bytes < self.trim_below * self._block_copies:
-                _malloc_trim()  # the heap's holes since the last block: resident no more
+                malloc_trim()  # the heap's holes since the last block: resident no more
                 self.trims += 1
             self._current, self._offset = self._free_block(padded), 0
             self._block_copies = self._block_bytes = 0
@@ -179,10 +207,13 @@ class ActivationArena:
             and _dense(t)
         )
 
-    def pack(self, t: Tensor) -> Tensor:
+    def pack(self, t: Tensor) -> "Tensor | _Recompute":
         if t.numel() * t.element_size() < self.min_bytes or not self.qualifies(t):  # the cheap test first
             return t
         key = id(t)
+        recipe = self._recipes.get(key)
+        if recipe is not None and recipe[0]() is t:
+            return recipe[1]
         hit = self._seen.get(key)
         if hit is not None and hit[0]() is t:
             return hit[1]
@@ -199,20 +230,76 @@ class ActivationArena:
         first = self.copies == 0 and not self.blocks
         self._pass_bytes = 0
         try:
-            with torch.autograd.graph.saved_tensors_hooks(self.pack, _unpack):
+            with torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack):
                 yield self
         finally:
             if first:
                 self.worthwhile = self._pass_bytes >= self.block_bytes
             self._seen.clear()
+            self._recipes.clear()
             self._current = None  # the next pass starts a free block: nothing of this one is overwritten
             self._block_copies = self._block_bytes = 0
+
+    def note_recipe(self, out: Tensor, fn: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> None:
+        """Keep ``inputs`` (through ``pack``: copied once, shared with whoever else saves them)
+        instead of ``out`` wherever ``out`` is saved; see ``recomputable``."""
+        if not self.qualifies(out):
+            return
+        key = id(out)
+        recipe = _Recompute(fn, tuple(self.pack(x) if isinstance(x, Tensor) else x for x in inputs))
+        self._recipes[key] = (weakref.ref(out, lambda _, key=key: self._recipes.pop(key, None)), recipe)
+
+    def unpack(self, t: "Tensor | _Recompute") -> Tensor:
+        if self.release:
+            self._unpacks += 1
+            if self._unpacks >= 32:
+                self._unpacks = 0
+                self.release_idle()
+        return t.fn(*t.inputs) if type(t) is _Recompute else t
+
+    def release_idle(self) -> int:
+        """Give back the blocks no saved tensor points into (but the one being filled); returns how many."""
+        keep = [(b, idle) for b, idle in self.blocks if b is self._current or _storage_uses(b) != idle]
+        freed = len(self.blocks) - len(keep)
+        self.blocks = keep
+        self.released += freed
+        return freed
+
+
+class _Recompute(NamedTuple):
+    """A saved tensor kept as the recipe that remakes it (``recomputable``)."""
+
+    fn: Callable[..., Tensor]
+    inputs: tuple
+
+
+_top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)  # private API
+
+
+def recomputable(out: Tensor, fn: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
+    """Returns ``out``, which the caller promises equals ``fn(*inputs)`` bit for bit (a
+    concatenation, a product). Inside an ``ActivationArena.saving()`` whose hooks are the
+    innermost, wherever autograd saves ``out`` for the backward pass the arena keeps ``inputs``
+    instead, and the backward pass remakes ``out`` from them: worth it when the inputs are saved
+    anyway by other operations (each is copied once) and ``fn`` is cheap. PredRNN's cell saves
+    the concatenation [c', m'] for its two output convolutions, and c', m' for the next step: 2 of
+    its 13 (B, nh, H, W) tensors per cell step are saved twice; PredRNN-V2's decoupling term saves
+    i * g and i' * g', whose factors the products save already. The graph is unchanged, so losses
+    and gradients are the same bit for bit. Elsewhere (no arena, inference, inside
+    ``torch.utils.checkpoint``, which recomputes everything anyway) nothing is done."""
+    if _top_hooks is None or not torch.is_grad_enabled():
+        return out
+    top = _top_hooks(False)
+    arena = getattr(top[0], "__self__", None) if top is not None else None
+    if isinstance(arena, ActivationArena):
+        arena.note_recipe(out, fn, inputs)
+    return out
 
 
 _libc_trim = None
 
 
-def _malloc_trim() -> None:
+def malloc_trim() -> None:
     """glibc's ``malloc_trim(0)``: free heap pages given back to the system (elsewhere: nothing)."""
     global _libc_trim
     if _libc_trim is None:
@@ -230,10 +317,6 @@ def saving_if_worthwhile(arena: ActivationArena | None) -> contextlib.AbstractCo
     if arena is None or not arena.worthwhile or not torch.is_grad_enabled():
         return contextlib.nullcontext()
     return arena.saving()
-
-
-def _unpack(t: Tensor) -> Tensor:
-    return t
 
 
 def _storage_uses(block: Tensor) -> int:

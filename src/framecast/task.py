@@ -127,7 +127,7 @@ class FrameTask(L.LightningModule):
         self.value_range: tuple[float, float] | None = (0.0, 1.0)
         self.array_meta: dict[str, Any] | None = None
         # trainer.activation_arena: the tensors a training forward pass saves for the backward
-        # pass go into reusable blocks (memory.ActivationArena); set by runner.make_task.
+        # pass go into large blocks (memory.ActivationArena); set by runner.make_task.
         self.arena: ActivationArena | None = None
 
     def use_array_data(self, meta: dict[str, Any] | None) -> None:
@@ -246,6 +246,9 @@ class FrameTask(L.LightningModule):
         clips = [batch, batch.flip(1)] if self.cfg.reverse_input else [batch]
         valids = [valid, None if valid is None else valid.flip(1)]
         for clip, ok in zip(clips, valids):
+            # the last step's gradients go before the forward pass, not after: they are not
+            # needed any more, and held through it they add a model's size to the step's peak
+            opt.zero_grad(set_to_none=True)
             loss, terms = self.loss(clip, mask, ok)
             if self._nonfinite(loss):
                 if self.cfg.on_nonfinite == "stop":
@@ -256,7 +259,6 @@ class FrameTask(L.LightningModule):
                 self.skipped_steps += 1
                 self.print(f"framecast: warning: non-finite loss at step {self.global_step}; step skipped")
                 continue
-            opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if self.cfg.grad_clip:
                 self.clip_gradients(opt, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
@@ -331,6 +333,8 @@ class FrameTask(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints and logging
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.arena is not None:  # between steps its blocks are idle: not held while the checkpoint is written
+            self.arena.release_idle()
         checkpoint["framecast"] = {
             "format": CHECKPOINT_FORMAT,
             "model": self.hparams.model_name,
@@ -344,6 +348,10 @@ class FrameTask(L.LightningModule):
             checkpoint["framecast"]["run_config"] = self.run_config
             # data.batch_size is per process: the global batch needs the number of processes
             checkpoint["framecast"]["processes"] = self._trainer.world_size if self._trainer is not None else 1
+
+    def on_train_end(self) -> None:
+        if self.arena is not None:  # testing and validation after fit save nothing for a backward pass
+            self.arena.release_idle()
 
     def _check_batch(self, batch: Tensor) -> None:
         want = self.n_context + self.n_future

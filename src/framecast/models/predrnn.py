@@ -40,6 +40,7 @@ from torch.utils.checkpoint import checkpoint
 
 from framecast.errors import ConfigError, FramecastError
 from framecast.layers import as_hw, check_patch, feedback_rollout, patchify, unpatchify
+from framecast.memory import recomputable
 from framecast.models.base import Prediction, Predictor, check_cells
 from framecast.registry import register_model
 
@@ -79,6 +80,10 @@ def _conv(cin: int, cout: int, k: int, norm_shape: list[int] | None) -> nn.Seque
     return nn.Sequential(*layers)
 
 
+def _cat_channels(a: Tensor, b: Tensor) -> Tensor:
+    return torch.cat([a, b], dim=1)
+
+
 class SpatioTemporalLSTMCell(nn.Module):
     """The ST-LSTM cell; returns the new (h, c, m) and the increments (delta_c, delta_m)."""
 
@@ -102,16 +107,17 @@ class SpatioTemporalLSTMCell(nn.Module):
         i = torch.sigmoid(i_x + i_h)
         f = torch.sigmoid(f_x + f_h + self.forget_bias)
         g = torch.tanh(g_x + g_h)
-        delta_c = i * g
+        delta_c = recomputable(i * g, torch.mul, i, g)  # the decoupling term saves it: kept as i, g
         c_new = f * c + delta_c
 
         i_p = torch.sigmoid(i_xp + i_m)
         f_p = torch.sigmoid(f_xp + f_m + self.forget_bias)
         g_p = torch.tanh(g_xp + g_m)
-        delta_m = i_p * g_p
+        delta_m = recomputable(i_p * g_p, torch.mul, i_p, g_p)
         m_new = f_p * m + delta_m
 
-        mem = torch.cat([c_new, m_new], dim=1)  # (B, 2 nh, H, W)
+        # (B, 2 nh, H, W); saved by conv_o and conv_last, kept as c', m' (the next step saves them)
+        mem = recomputable(torch.cat([c_new, m_new], dim=1), _cat_channels, c_new, m_new)
         o = torch.sigmoid(o_x + o_h + self.conv_o(mem))
         h_new = o * torch.tanh(self.conv_last(mem))
         return h_new, c_new, m_new, delta_c, delta_m
