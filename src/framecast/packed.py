@@ -1,0 +1,98 @@
+"""Inference with prepacked bf16 convolution weights (CPU, oneDNN).
+
+Under bf16 autocast every ``nn.Conv2d`` call hands oneDNN an fp32 weight: autocast casts it to
+bf16 (once per autocast region) and oneDNN reorders it into its blocked layout (on every call).
+At batch 1 that reorder is a large share of a convolution: a recurrent model calls each gate
+convolution once per frame, so the official 4 x 128 PredRNN reorders its 24M weights 19 times per
+clip. ``pack_convolutions`` returns a copy of a model whose convolutions hold their weight in
+bf16, reordered once (``torch.ops.mkldnn._reorder_convolution_weight``, as inductor's freezing
+does), and call oneDNN with it directly (``torch.ops.mkldnn._convolution_pointwise``). The
+arithmetic is autocast's (bf16 inputs and weights, bf16 out), so the forecast is the same: bit for
+bit on the machine it was measured on (tests allow bf16 rounding, since another CPU's kernels
+may pick another algorithm for either path). Measured here (``benchmarks/speed.py``, README
+"Speed"): the official PredRNN's gate convolutions at batch 1 ran 1.5-1.65x as fast.
+
+Used by the ``Forecaster`` when it runs bf16-mixed on a CPU; a model for training is never
+packed (its weights change every step). Both ops are private PyTorch API: where they are
+missing, or a convolution is not a plain zero-padded ``nn.Conv2d``, it is left as it is.
+"""
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+
+class PackedConv2d(nn.Module):
+    """An ``nn.Conv2d`` for bf16 inference on the CPU: its weight in bf16, in oneDNN's layout."""
+
+    def __init__(self, conv: nn.Conv2d, example_input: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        self.padding = list(conv.padding)
+        self.stride, self.dilation, self.groups = list(conv.stride), list(conv.dilation), conv.groups
+        self.out_channels = conv.out_channels
+        weight = conv.weight.detach().to(torch.bfloat16)
+        self.packed = torch.ops.mkldnn._reorder_convolution_weight(
+            weight, self.padding, self.stride, self.dilation, self.groups, example_input
+        )
+        self.bias = None if conv.bias is None else conv.bias.detach().to(torch.bfloat16)
+        self.channels_last = _channels_last(conv.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.ops.mkldnn._convolution_pointwise(
+            x.to(torch.bfloat16), self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
+            "none", [], "",
+        )  # fmt: skip
+        # F.conv2d's layout: channels-last if its input or weight is (what follows, e.g. a
+        # GroupNorm, sums in another order in the other layout); oneDNN's own may differ
+        cl = self.channels_last or _channels_last(x)
+        return y.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+
+
+def _channels_last(t: Tensor) -> bool:
+    """Whether torch takes ``t`` for channels-last: its strides are that layout's (for a tensor
+    with size-1 dimensions, which is contiguous in both senses, the strides still tell)."""
+    if t.dim() != 4:
+        return False
+    n, c, h, w = t.shape
+    return t.stride() == (h * w * c, 1, w * c, c) and t.stride() != (c * h * w, h * w, w, 1)
+
+
+def packable(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and conv.weight.device.type == "cpu"
+    )
+
+
+def available() -> bool:
+    ops = getattr(torch.ops, "mkldnn", None)
+    try:
+        return (
+            torch.backends.mkldnn.is_available()
+            and ops is not None
+            and hasattr(ops, "_reorder_convolution_weight")
+            and hasattr(ops, "_convolution_pointwise")
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pack_convolutions(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``model`` (eval mode) with every packable convolution packed, and how many were;
+    ``model`` itself and 0 where nothing can be packed. The caller's model is never changed."""
+    if not available() or not any(packable(m) for m in model.modules()):
+        return model, 0
+    twin = copy.deepcopy(model).eval()
+    count = 0
+    for parent in list(twin.modules()):
+        for name, child in list(parent.named_children()):
+            if packable(child):
+                try:
+                    setattr(parent, name, PackedConv2d(child))
+                except RuntimeError:  # a shape or build oneDNN does not take: left as it is
+                    continue
+                count += 1
+    return (twin, count) if count else (model, 0)

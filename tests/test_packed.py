@@ -1,0 +1,66 @@
+"""Prepacked bf16 convolutions for inference (framecast.packed): the Forecaster's bf16 forecasts
+on a CPU, the same as autocast's within bf16 rounding, the caller's model untouched."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import framecast
+from framecast.forecasting import Forecaster
+from framecast.packed import PackedConv2d, available, pack_convolutions
+
+pytestmark = pytest.mark.skipif(not available(), reason="this torch has no oneDNN convolution ops")
+
+
+@pytest.mark.parametrize("groups, bias, stride", [(1, False, 1), (4, True, 1), (1, True, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_packed_convolution_computes_what_autocast_does(groups, bias, stride, channels_last):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 32, 3, stride=stride, padding=1, groups=groups, bias=bias)
+    x = torch.randn(2, 16, 12, 12)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = conv(x)
+        got = PackedConv2d(conv)(x)
+    assert got.dtype == want.dtype == torch.bfloat16 and got.shape == want.shape
+    assert got.stride() == want.stride()  # F.conv2d's layout: what follows sums in the same order
+    # oneDNN may pick another algorithm for either path on another CPU: bf16 rounding, not equality
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+    assert conv.weight.dtype == torch.float32  # the module packed from is left as it was
+
+
+@pytest.mark.parametrize("name", ["predrnn", "convlstm", "simvp", "phydnet"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_bf16_forecaster_packs_a_copy_and_forecasts_the_same(name, channels_last):
+    torch.manual_seed(0)
+    model = framecast.create_model(name, size="test").eval()
+    kinds = [type(m) for m in model.modules()]
+    size = model.config.image_size if hasattr(model.config, "image_size") else 64
+    frames = np.random.default_rng(0).random((4, size, size)).astype(np.float32)
+    kw = dict(precision="bf16-mixed", channels_last=channels_last, log=None)
+    packed = Forecaster(model, 3, n_context=4, **kw)
+    plain = Forecaster(model, 3, n_context=4, **kw, pack_weights=False)
+    assert packed.packed > 0 and packed.model is not model and plain.packed == 0
+    assert [type(m) for m in model.modules()] == kinds  # the caller's model keeps its own convolutions
+    assert any(isinstance(m, PackedConv2d) for m in packed.model.modules())
+    a, b = packed.predict(frames), plain.predict(frames)
+    assert a.shape == b.shape == (3, size, size, 1)
+    # the same arithmetic (bit for bit on the machine it was written on); oneDNN's algorithm may
+    # differ per path and CPU: a bf16 step (1/256 at 0.5) on average at most
+    assert np.abs(a - b).mean() < 1 / 256, np.abs(a - b).mean()
+    fp32 = Forecaster(model, 3, n_context=4, precision="32", channels_last=False, log=None)
+    assert fp32.packed == 0 and fp32.model is model  # fp32 runs the model as it is
+
+
+def test_what_cannot_be_packed_is_left_as_it_is():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding="same"), nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+    same, count = pack_convolutions(model)
+    assert same is model and count == 0
+    mixed = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+    twin, count = pack_convolutions(mixed)
+    assert count == 1 and isinstance(twin[0], PackedConv2d) and type(twin[1]) is nn.Conv2d
+    x = torch.randn(1, 1, 8, 8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(twin(x).float(), mixed(x).float(), rtol=2e-2, atol=2e-2)
