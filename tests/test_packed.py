@@ -50,6 +50,9 @@ def test_the_bf16_forecaster_packs_a_copy_and_forecasts_the_same(name, channels_
     # the same arithmetic (bit for bit on the machine it was written on); oneDNN's algorithm may
     # differ per path and CPU: a bf16 step (1/256 at 0.5) on average at most
     assert np.abs(a - b).mean() < 1 / 256, np.abs(a - b).mean()
+    for frame in frames:  # streaming (a recurrent model's frame_step) runs the packed copy too
+        a, b = packed.push(frame), plain.push(frame)
+    assert np.abs(a - b).mean() < 1 / 256, np.abs(a - b).mean()
     fp32 = Forecaster(model, 3, n_context=4, precision="32", channels_last=False, log=None)
     assert fp32.packed == 0 and fp32.model is model  # fp32 runs the model as it is
 
