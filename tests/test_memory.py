@@ -368,3 +368,29 @@ def test_the_task_trains_through_the_arena_by_default():
     assert task.arena.reserved_bytes > 0
     task.on_save_checkpoint({})
     assert task.arena.reserved_bytes == 0
+
+
+def test_a_recomputable_tensor_changed_in_place_is_copied_and_recipes_do_not_nest():
+    """The recipe holds only while ``out`` is as it was marked; a recipe whose input is itself
+    kept as a recipe is not made (``out`` is copied instead): gradients as without the arena."""
+    from framecast.memory import ActivationArena, recomputable
+
+    x = torch.randn(64, 64, requires_grad=True)
+    w = torch.randn(64, 64, requires_grad=True)
+
+    def step(arena=None, nested=False):
+        with arena.saving() if arena is not None else contextlib.nullcontext():
+            a, b = x.exp(), x.tanh()
+            p = recomputable(a * b, torch.mul, a, b)
+            if nested:
+                p = recomputable(p * a, torch.mul, p, a)
+            else:
+                p.mul_(2)  # changed after marking: the recipe would remake the old values
+            loss = (p @ w).sum()
+        return torch.autograd.grad(loss, (x, w))
+
+    for nested in (False, True):
+        plain = step(nested=nested)
+        ours = step(ActivationArena(min_bytes=0), nested=nested)
+        for a, b in zip(ours, plain, strict=True):
+            assert torch.equal(a, b)

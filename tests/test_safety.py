@@ -121,3 +121,40 @@ def test_a_nonfinite_loss_can_skip_the_step(tiny_overrides, monkeypatch, capsys)
     assert stats["steps"] == 3  # 4 batches, the first skipped
     weights = read_checkpoint(stats["last_checkpoint"])["state_dict"]
     assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_a_checkpoint_write_that_fails_mid_file_says_disk_full_and_keeps_the_last_one(tmp_path, monkeypatch):
+    """The checkpoint is serialised straight into its temporary file: a write torch's zip writer
+    makes that fails (full disk) still ends in the one-line error, the previous file intact."""
+    from framecast.checkpoint import SafeCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    SafeCheckpointIO().save_checkpoint({"w": torch.zeros(3)}, path)
+    good = path.read_bytes()
+    real = os.fdopen
+
+    class FillsUp:
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, data):
+            self.n += 1
+            if self.n > 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FillsUp(real(fd, mode)))
+    with pytest.raises(FramecastError, match=r"disk full while writing .*last\.ckpt .* previous file was kept"):
+        SafeCheckpointIO().save_checkpoint({"w": torch.randn(256, 256)}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary left behind

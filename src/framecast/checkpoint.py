@@ -11,7 +11,7 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -46,6 +46,36 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+class _Writes:
+    """A file's ``write`` and ``flush`` for ``torch.save``, keeping the first ``OSError``: torch's
+    zip writer turns a failed write into a RuntimeError that no longer says why."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _save(obj: Any, f: IO[bytes]) -> None:
+    """``torch.save(obj, f)``; a failed write raises its own OSError (a full disk: atomic_write's
+    one-line error), not torch's wrapper."""
+    out = _Writes(f)
+    try:
+        torch.save(obj, out)
+    except RuntimeError:
+        if out.error is not None:
+            raise out.error from None
+        raise
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, made crash-proof: the checkpoint is serialised straight
     into a temporary file (not first into memory: that held a second copy of the weights and the
@@ -55,7 +85,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         keep = Path(path).name == "last.ckpt"
-        atomic_write(path, lambda f: torch.save(checkpoint, f), keep_previous=keep)
+        atomic_write(path, lambda f: _save(checkpoint, f), keep_previous=keep)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_checkpoint(path)

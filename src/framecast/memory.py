@@ -40,7 +40,8 @@ PredRNN-V2 4.95 -> 3.93 GiB; the same loss bit for bit; step time unchanged with
 machine's noise (``benchmarks/memory.py``; the README has the figures).
 
 Two refinements took those peaks lower still (the same results bit for bit). The arena gives a
-block back to the system as soon as the backward pass has freed what it held (``release``), so
+block back to the system during the backward pass once it has freed what the block held
+(``release``; looked for every 32 unpacks, the last ones before the next pass or checkpoint), so
 the backward pass's own gradient temporaries no longer come on top of a full arena; the next
 forward pass faults in fresh blocks (~0.3 s per 2 GiB here, about 1% of an official step). And a
 model may mark a tensor ``recomputable`` from others the step keeps anyway: PredRNN's [c', m']
@@ -150,7 +151,8 @@ class ActivationArena:
         self._current: Tensor | None = None
         self._offset = 0
         self._seen: dict[int, tuple[weakref.ref, Tensor]] = {}  # id(original) -> (original, copy)
-        self._recipes: dict[int, tuple[weakref.ref, _Recompute]] = {}  # id(tensor) -> how to remake it
+        # id(tensor) -> (tensor, its version when noted, how to remake it)
+        self._recipes: dict[int, tuple[weakref.ref, int, _Recompute]] = {}
         self.copies = 0  # tensors copied so far (tests, benchmarks)
 
     @staticmethod
@@ -212,8 +214,8 @@ class ActivationArena:
             return t
         key = id(t)
         recipe = self._recipes.get(key)
-        if recipe is not None and recipe[0]() is t:
-            return recipe[1]
+        if recipe is not None and recipe[0]() is t and t._version == recipe[1]:  # not changed in place since
+            return recipe[2]
         hit = self._seen.get(key)
         if hit is not None and hit[0]() is t:
             return hit[1]
@@ -245,9 +247,12 @@ class ActivationArena:
         instead of ``out`` wherever ``out`` is saved; see ``recomputable``."""
         if not self.qualifies(out):
             return
+        packed = tuple(self.pack(x) if isinstance(x, Tensor) else x for x in inputs)
+        if any(type(x) is _Recompute for x in packed):  # a recipe of recipes: not remade; out is copied
+            return
         key = id(out)
-        recipe = _Recompute(fn, tuple(self.pack(x) if isinstance(x, Tensor) else x for x in inputs))
-        self._recipes[key] = (weakref.ref(out, lambda _, key=key: self._recipes.pop(key, None)), recipe)
+        remember = weakref.ref(out, lambda _, key=key: self._recipes.pop(key, None))
+        self._recipes[key] = (remember, out._version, _Recompute(fn, packed))
 
     def unpack(self, t: "Tensor | _Recompute") -> Tensor:
         if self.release:
@@ -281,7 +286,9 @@ def recomputable(out: Tensor, fn: Callable[..., Tensor], *inputs: Tensor) -> Ten
     concatenation, a product). Inside an ``ActivationArena.saving()`` whose hooks are the
     innermost, wherever autograd saves ``out`` for the backward pass the arena keeps ``inputs``
     instead, and the backward pass remakes ``out`` from them: worth it when the inputs are saved
-    anyway by other operations (each is copied once) and ``fn`` is cheap. PredRNN's cell saves
+    anyway by other operations (each is copied once, when ``out`` is marked) and ``fn`` is cheap.
+    If ``out`` is changed in place afterwards it is copied as usual; the inputs must not be
+    changed in place (a small or strided input is kept as it is, not copied). PredRNN's cell saves
     the concatenation [c', m'] for its two output convolutions, and c', m' for the next step: 2 of
     its 13 (B, nh, H, W) tensors per cell step are saved twice; PredRNN-V2's decoupling term saves
     i * g and i' * g', whose factors the products save already. The graph is unchanged, so losses

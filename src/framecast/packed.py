@@ -24,7 +24,10 @@ from torch import Tensor, nn
 
 
 class PackedConv2d(nn.Module):
-    """An ``nn.Conv2d`` for bf16 inference on the CPU: its weight in bf16, in oneDNN's layout."""
+    """An ``nn.Conv2d`` for bf16 inference on the CPU: its weight in bf16, in oneDNN's layout.
+
+    Made for bf16 autocast, as the Forecaster runs it: it computes in bf16 and returns bf16
+    whether or not autocast is on (a plain convolution outside autocast would run in fp32)."""
 
     def __init__(self, conv: nn.Conv2d, example_input: tuple[int, ...] | None = None) -> None:
         super().__init__()
@@ -75,6 +78,8 @@ def available() -> bool:
             and ops is not None
             and hasattr(ops, "_reorder_convolution_weight")
             and hasattr(ops, "_convolution_pointwise")
+            # oneDNN's bf16 convolution needs AVX512 (or AVX-NE-CONVERT); F.conv2d has fallbacks
+            and bool(ops._is_mkldnn_bf16_supported())
         )
     except (AttributeError, RuntimeError):
         return False
