@@ -78,7 +78,7 @@ def fix_mmap_threshold(threshold: int = DEFAULT_THRESHOLD, force: bool = False) 
     if not (force or os.environ.get("FRAMECAST_MALLOC", "default") == "fixed") or not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         mallopt, version = libc.mallopt, libc.gnu_get_libc_version  # glibc only
     except (OSError, AttributeError):
         return None
@@ -303,6 +303,11 @@ def recomputable(out: Tensor, fn: Callable[..., Tensor], *inputs: Tensor) -> Ten
     return out
 
 
+def _libc() -> ctypes.CDLL:
+    """The C library (raises OSError where there is none to load)."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 _libc_trim = None
 
 
@@ -311,7 +316,7 @@ def malloc_trim() -> None:
     global _libc_trim
     if _libc_trim is None:
         try:
-            _libc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            _libc_trim = _libc().malloc_trim
         except (OSError, AttributeError):
             _libc_trim = False
     if _libc_trim:

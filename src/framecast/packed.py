@@ -29,14 +29,13 @@ class PackedConv2d(nn.Module):
     Made for bf16 autocast, as the Forecaster runs it: it computes in bf16 and returns bf16
     whether or not autocast is on (a plain convolution outside autocast would run in fp32)."""
 
-    def __init__(self, conv: nn.Conv2d, example_input: tuple[int, ...] | None = None) -> None:
+    def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.padding = list(conv.padding)
         self.stride, self.dilation, self.groups = list(conv.stride), list(conv.dilation), conv.groups
-        self.out_channels = conv.out_channels
         weight = conv.weight.detach().to(torch.bfloat16)
         self.packed = torch.ops.mkldnn._reorder_convolution_weight(
-            weight, self.padding, self.stride, self.dilation, self.groups, example_input
+            weight, self.padding, self.stride, self.dilation, self.groups
         )
         self.bias = None if conv.bias is None else conv.bias.detach().to(torch.bfloat16)
         self.channels_last = _channels_last(conv.weight)
