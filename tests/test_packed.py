@@ -31,6 +31,27 @@ def test_a_packed_convolution_computes_what_autocast_does(groups, bias, stride, 
     assert conv.weight.dtype == torch.float32  # the module packed from is left as it was
 
 
+def test_a_packed_convolution_reorders_its_weight_for_each_input_shape_and_thread_count():
+    # a layout picked without the input's shape can send oneDNN to a slow kernel (84 ms against
+    # 0.4 ms for PredRNN's conv_m at one thread here): each shape gets its own, made once
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    packed = PackedConv2d(conv)
+    threads = torch.get_num_threads()
+    shapes = [(1, 8, 10, 10), (3, 8, 10, 10), (1, 8, 6, 14), (1, 8, 10, 10)]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for shape in shapes:
+            x = torch.randn(shape)
+            torch.testing.assert_close(packed(x).float(), conv(x).float(), rtol=2e-2, atol=2e-2)
+        assert set(packed._packed) == {(s, threads) for s in shapes}  # the repeat reuses its own
+        first = packed.packed_for(torch.empty(shapes[0]))
+        assert packed.packed_for(torch.empty(shapes[0])) is first
+        for k in range(PackedConv2d.max_shapes):  # a bounded cache: the oldest shapes are dropped
+            packed(torch.randn(1, 8, 4 + k, 4))
+    assert len(packed._packed) == PackedConv2d.max_shapes
+    assert (shapes[0], threads) not in packed._packed
+
+
 @pytest.mark.parametrize("name", ["predrnn", "convlstm", "simvp", "phydnet"])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_the_bf16_forecaster_packs_a_copy_and_forecasts_the_same(name, channels_last):
@@ -67,3 +88,41 @@ def test_what_cannot_be_packed_is_left_as_it_is():
     x = torch.randn(1, 1, 8, 8)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         torch.testing.assert_close(twin(x).float(), mixed(x).float(), rtol=2e-2, atol=2e-2)
+
+
+def test_a_compiled_forecaster_forecasts_as_the_eager_one_and_leaves_the_model_alone():
+    # torch.compile (inductor) of the recurrent step, on top of the packed bf16 copy
+    torch.manual_seed(0)
+    model = framecast.create_model("predrnn", size="test").eval()
+    frames = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
+    said: list[str] = []
+    kw = dict(precision="bf16-mixed", channels_last=True, log=said.append)
+    compiled = Forecaster(model, 3, n_context=4, **kw, compile=True)
+    eager = Forecaster(model, 3, n_context=4, **kw)
+    assert compiled.compiled and not eager.compiled and compiled.packed > 0
+    assert any("compiled" in line for line in said), said
+    assert "step" not in vars(model) and compiled.model is not model  # the caller's step is its own
+    a, b = compiled.predict(frames), eager.predict(frames)
+    # fused arithmetic rounds in fp32 where eager rounds each bf16 op: rounding, not equality
+    assert np.abs(a - b).mean() < 1 / 256, np.abs(a - b).mean()
+    for frame in frames:  # streaming steps run compiled too
+        a, b = compiled.push(frame), eager.push(frame)
+    assert np.abs(a - b).mean() < 1 / 256, np.abs(a - b).mean()
+
+
+def test_where_compiling_fails_the_forecaster_says_so_and_runs_eagerly(monkeypatch):
+    def broken(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found\nmore")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = framecast.create_model("convlstm", size="test").eval()
+    said: list[str] = []
+    f = Forecaster(model, 2, n_context=3, precision="32", channels_last=False, log=said.append, compile=True)
+    assert not f.compiled
+    assert any("failed, forecasting eagerly (InvalidCxxCompiler" in line for line in said), said
+    assert "step" not in vars(f.model)  # the class's own step again
+    out = f.predict(np.random.default_rng(0).random((3, 64, 64)).astype(np.float32))
+    assert out.shape == (2, 64, 64, 1)

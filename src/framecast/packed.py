@@ -27,23 +27,52 @@ class PackedConv2d(nn.Module):
     """An ``nn.Conv2d`` for bf16 inference on the CPU: its weight in bf16, in oneDNN's layout.
 
     Made for bf16 autocast, as the Forecaster runs it: it computes in bf16 and returns bf16
-    whether or not autocast is on (a plain convolution outside autocast would run in fp32)."""
+    whether or not autocast is on (a plain convolution outside autocast would run in fp32).
+
+    The weight is reordered for the input shape (and thread count) it meets, once per shape: a
+    layout picked without the input's shape can send oneDNN to a slow kernel. Measured here
+    (``benchmarks/batch1.py``): the official PredRNN's 128 -> 384 5x5 ``conv_m`` at batch 1 and
+    one thread took 84 ms packed without the shape, 0.37 ms with it (0.62 ms unpacked)."""
+
+    max_shapes = 4  # reordered weights kept, one per input shape and thread count (oldest dropped)
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.padding = list(conv.padding)
         self.stride, self.dilation, self.groups = list(conv.stride), list(conv.dilation), conv.groups
-        weight = conv.weight.detach().to(torch.bfloat16)
-        self.packed = torch.ops.mkldnn._reorder_convolution_weight(
-            weight, self.padding, self.stride, self.dilation, self.groups
-        )
+        self.weight = conv.weight.detach().to(torch.bfloat16)
+        self._reorder(None)  # a shape or build oneDNN does not take raises here (RuntimeError)
+        self._packed: dict[tuple, Tensor] = {}
+        self._last: Tensor | None = None  # the weight of the latest eager call
         self.bias = None if conv.bias is None else conv.bias.detach().to(torch.bfloat16)
         self.channels_last = _channels_last(conv.weight)
 
+    def _reorder(self, input_size: list[int] | None) -> Tensor:
+        return torch.ops.mkldnn._reorder_convolution_weight(
+            self.weight, self.padding, self.stride, self.dilation, self.groups, input_size
+        )
+
+    def packed_for(self, x: Tensor) -> Tensor:
+        """The weight reordered for ``x``'s shape and this thread count (made on first use)."""
+        key = (tuple(x.shape), torch.get_num_threads())
+        w = self._packed.get(key)
+        if w is None:
+            if len(self._packed) >= self.max_shapes:
+                del self._packed[next(iter(self._packed))]
+            w = self._packed[key] = self._reorder(list(x.shape))
+        self._last = w
+        return w
+
     def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling() and self._last is not None:
+            # torch.compile traces the weight of the eager call before it (the Forecaster runs
+            # one first), not the lookup: its graph is made for one input shape anyway
+            w = self._last
+        else:
+            w = self.packed_for(x)
         y = torch.ops.mkldnn._convolution_pointwise(
-            x.to(torch.bfloat16), self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
-            "none", [], "",
+            x.to(torch.bfloat16), w, self.bias, self.padding, self.stride, self.dilation,
+            self.groups, "none", [], "",
         )  # fmt: skip
         # F.conv2d's layout: channels-last if its input or weight is (what follows, e.g. a
         # GroupNorm, sums in another order in the other layout); oneDNN's own may differ
