@@ -66,7 +66,15 @@ def probe(name: str, overrides: dict, batch: int, n_context: int, n_future: int)
 
 
 def measure(
-    name: str, overrides: dict, batch: int, steps: int, precision: str, n_context: int, n_future: int, style: str
+    name: str,
+    overrides: dict,
+    batch: int,
+    steps: int,
+    precision: str,
+    n_context: int,
+    n_future: int,
+    style: str,
+    compiled_clip: bool = False,
 ) -> dict:
     import framecast
 
@@ -166,6 +174,19 @@ def measure(
             clip_model(one, n_future)
     res["forecast_one_clip_s"] = (time.perf_counter() - t0) / 5
     res["forecast_one_clip_run"] = f"{'bf16' if clip_bf16 else 'fp32'}, {clip_layout}"
+    if compiled_clip and style != "reference" and auto and params:
+        from framecast.forecasting import Forecaster
+
+        t0 = time.perf_counter()  # compiling, on a warm-up forecast (the Forecaster's own)
+        fc = Forecaster(model, n_future, n_context, log=None, compile=True)
+        res["forecast_one_clip_compile_s"] = time.perf_counter() - t0
+        if fc.compiled:
+            with torch.no_grad(), fc._autocast():
+                fc.model(one, n_future)
+                t0 = time.perf_counter()
+                for _ in range(5):
+                    fc.model(one, n_future)
+            res["forecast_one_clip_compiled_s"] = (time.perf_counter() - t0) / 5
     return res
 
 
@@ -199,6 +220,11 @@ def main() -> None:
         "says which apply on this machine and why",
     )
     p.add_argument(
+        "--compiled-clip",
+        action="store_true",
+        help="also time the one clip through Forecaster(compile=True) (torch.compile; ~10-20 s per model)",
+    )
+    p.add_argument(
         "--no-reference", action="store_true", help="skip the reference-style runs (fp32, contiguous, unfused)"
     )
     p.add_argument("--one", help=argparse.SUPPRESS)  # child process: one model, JSON on stdout
@@ -220,6 +246,7 @@ def main() -> None:
             args.n_context,
             args.n_future,
             args.style,
+            args.compiled_clip,
         )
         print(json.dumps(res))
         return
@@ -252,6 +279,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", name, "--overrides", json.dumps(over), "--style", style]
             cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--precision", args.precision]
             cmd += ["--n-context", str(args.n_context), "--n-future", str(args.n_future)]
+            cmd += ["--compiled-clip"] if args.compiled_clip else []
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 print(f"{name} ({style}): failed\n{out.stderr[-2000:]}")
@@ -287,6 +315,12 @@ def main() -> None:
             f"{100 * r['train_share_of_fp32_peak']:>7.0f}%{100 * r['train_share_of_bf16_peak']:>7.0f}%"
             f"{r['peak_rss_gib']:>9.2f}{r['forecast_one_clip_s']:>9.3f}  {r['precision']}, {r['layout']}"
             + (f" (1 clip: {r['forecast_one_clip_run']})" if r.get("forecast_one_clip_run", "") != one_run(r) else "")
+            + (
+                f"; 1 clip compiled {r['forecast_one_clip_compiled_s']:.3f} s (compiled in "
+                f"{r['forecast_one_clip_compile_s']:.0f} s)"
+                if "forecast_one_clip_compiled_s" in r
+                else ""
+            )
         )
     print(
         "GFLOP/smp = training FLOPs per sample (forward + backward); s/s = samples per second; x ref = training "
@@ -346,12 +380,16 @@ def check_targets(rows: list[dict], peaks: dict[str, float]) -> list[str]:
         ]
         if r["model"] == "predrnn":
             limit = r["infer_flops_per_sample"] / peaks["bf16"]
+            clip_s, how = r["forecast_one_clip_s"], "the Forecaster"
+            if r.get("forecast_one_clip_compiled_s", clip_s) < clip_s:  # --compiled-clip, where it is faster
+                clip_s = r["forecast_one_clip_compiled_s"]
+                how = f"Forecaster(compile=True), compiled in {r['forecast_one_clip_compile_s']:.0f} s"
             checks += [
                 ("training-step peak memory < 4 GiB", r["peak_rss_gib"] < 4, True),
                 (
-                    f"one clip (batch 1) {r['forecast_one_clip_s']:.2f} s <= {CLIP_LIMIT_FACTOR} x this machine's "
+                    f"one clip (batch 1, {how}) {clip_s:.2f} s <= {CLIP_LIMIT_FACTOR} x this machine's "
                     f"limit {limit:.2f} s (the clip's FLOPs / the bf16 conv peak)",
-                    r["forecast_one_clip_s"] <= CLIP_LIMIT_FACTOR * limit,
+                    clip_s <= CLIP_LIMIT_FACTOR * limit,
                     bf16 and r.get("forecast_one_clip_run", "bf16").startswith("bf16"),  # the clip's own run
                 ),
             ]

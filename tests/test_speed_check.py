@@ -61,3 +61,16 @@ def test_a_bf16_run_below_the_speed_targets_fails(speed):
     failed = [line for line in lines if line.startswith("FAIL")]
     assert any(">= 2x reference" in line for line in failed)
     assert any("peak memory" in line for line in failed)
+
+
+def test_the_clip_target_takes_the_compiled_forecaster_where_it_is_faster_and_says_so(speed):
+    lines = speed.check_targets(
+        [row(forecast_one_clip_s=0.9, forecast_one_clip_compiled_s=0.7, forecast_one_clip_compile_s=12.0)], PEAKS
+    )
+    clip = [line for line in lines if "one clip" in line][0]
+    assert clip.startswith("PASS") and "compile=True" in clip and "12 s" in clip and "0.70 s" in clip
+    slower = speed.check_targets(
+        [row(forecast_one_clip_s=0.9, forecast_one_clip_compiled_s=1.0, forecast_one_clip_compile_s=12.0)], PEAKS
+    )
+    clip = [line for line in slower if "one clip" in line][0]
+    assert clip.startswith("FAIL") and "the Forecaster)" in clip and "0.90 s" in clip

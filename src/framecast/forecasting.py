@@ -61,7 +61,15 @@ class Forecaster:
     model whose convolutions hold their weights in bf16, reordered for oneDNN once instead of on
     every call (``framecast.packed``): the same forecast, the official PredRNN's clip at batch 1
     1.7x as fast here. Also a snapshot of the weights.
-    ``log`` receives the one-line choice of ``auto`` (default: stderr; None: silent).
+    ``compile``: compile the model's recurrent step (window models: its forward pass) with
+    ``torch.compile`` (inductor; needs a C++ compiler) when the Forecaster is built, on a warm-up
+    forecast. It fuses each step's gate arithmetic into a few kernels: the official PredRNN's
+    clip at batch 1 ran 1.3-1.4x as fast here after ~11 s of compiling (``benchmarks/batch1.py``),
+    so it pays for long streams or many clips, not for one. Off by default. Where compiling
+    fails the Forecaster says why in one line and runs eagerly. Forecasts differ from eager ones
+    by rounding (fused arithmetic; tested).
+    ``log`` receives the one-line choice of ``auto`` and what compiling did (default: stderr;
+    None: silent).
     """
 
     def __init__(
@@ -73,6 +81,7 @@ class Forecaster:
         log: Any = "stderr",
         channels_last: bool | str = "auto",
         pack_weights: bool = True,
+        compile: bool = False,
     ) -> None:
         cfg = model.config
         meta = getattr(model, "checkpoint_meta", {})  # the horizon the model was trained for
@@ -81,6 +90,7 @@ class Forecaster:
         self.channels = getattr(cfg, "channels", 1)
         self.size = getattr(cfg, "image_size", None)
         self.device = next(iter(model.parameters()), torch.empty(0)).device
+        log = _logger(log)
         self.choice = _resolve_choice(
             model, precision, channels_last, self.device, self.n_context, self.n_future, self.size, log
         )
@@ -91,7 +101,36 @@ class Forecaster:
             from framecast.packed import pack_convolutions
 
             self.model, self.packed = pack_convolutions(self.model)
+        self.compiled = compile and self._compile(model, log)
         self.reset()
+
+    def _compile(self, caller: nn.Module, log) -> bool:
+        """Compile a copy's step (or forward) and run one forecast of zeros to build it; eager
+        again, with one line saying why, where that fails. Whether it compiled."""
+        import copy
+        import time
+
+        if self.model is caller:  # never touch the caller's model
+            self.model = copy.deepcopy(caller)
+        name = "step" if callable(getattr(self.model, "step", None)) else "forward"
+        h, w = as_hw(self.size or 64)
+        x = torch.zeros(1, self.n_context, self.channels, h, w, device=self.device)
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad(), self._autocast():
+                self.model(x, self.n_future)  # eager first: packed convolutions fit their weights to batch 1
+                setattr(self.model, name, torch.compile(getattr(self.model, name)))
+                self.model(x, self.n_future)
+        except Exception as e:  # no C++ compiler, an op inductor does not take, ...
+            vars(self.model).pop(name, None)  # the class's own method again
+            if log:
+                log(
+                    f"compile: torch.compile of the model's {name} failed, forecasting eagerly ({str(e).splitlines()[0]})"
+                )
+            return False
+        if log:
+            log(f"compile: the model's {name} compiled (torch.compile, inductor) in {time.perf_counter() - t0:.1f} s")
+        return True
 
     def _autocast(self):
         from framecast.precision import autocast
@@ -158,19 +197,24 @@ def _in_layout(model: nn.Module, channels_last: bool) -> nn.Module:
     return twin.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def _logger(log):
+    """``"stderr"`` -> a function printing ``framecast: <msg>`` there; a function or None as is."""
+    if log != "stderr":
+        return log
+    import sys
+
+    def to_stderr(msg: str) -> None:
+        print(f"framecast: {msg}", file=sys.stderr)
+
+    return to_stderr
+
+
 def _resolve_choice(
     model: nn.Module, precision: str, channels_last, device: torch.device, n_context, n_future, size, log
 ):
     """The Forecaster's precision and layout: ``auto`` measured at batch 1 for inference
     (framecast.precision)."""
-    import sys
-
     from framecast.precision import resolve
-
-    if log == "stderr":
-
-        def log(msg: str) -> None:
-            print(f"framecast: {msg}", file=sys.stderr)
 
     accelerator = {"cpu": "cpu", "cuda": "cuda"}.get(device.type, device.type)
     return resolve(
