@@ -119,6 +119,18 @@ def test_npy_series_round_trip_through_the_cli(tmp_path, capsys):
     assert abs(pred[:, 0].mean() - 100) < 10 and abs(pred[:, 1].mean() - 200) < 20  # undone normalisation
     assert (tmp_path / "f.png").stat().st_size > 1000 and (tmp_path / "f.gif").stat().st_size > 1000
     assert "steps 87..89 of" in capsys.readouterr().out  # the last n_context steps by default
+    # an explicit precision is obeyed: bf16-mixed forecasts the same within bf16 rounding of
+    # normalised values (standard scores), undone into the data's units
+    out16 = tmp_path / "f16.npy"
+    args = ["forecast", str(tmp_path / "s.npy"), "--checkpoint", str(ckpt), "--out", str(out16)]
+    assert main([*args, "--precision", "bf16-mixed"]) == 0
+    pred16 = np.load(out16)
+    scale = np.asarray(stored["scale"], dtype=np.float32)[None, :, None, None]
+    assert pred16.dtype == np.float32 and not np.array_equal(pred16, pred)  # it did run in bf16
+    assert np.abs((pred16 - pred) / scale).mean() < 0.02
+    with pytest.raises(SystemExit):
+        main([*args, "--precision", "fp16"])
+    assert "--precision" in capsys.readouterr().err
 
 
 def test_netcdf_round_trip_keeps_variables_coordinates_and_a_forecast_time_axis(tmp_path, capsys):

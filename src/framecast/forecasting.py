@@ -64,7 +64,7 @@ class Forecaster:
     ``compile``: compile the model's recurrent step (window models: its forward pass) with
     ``torch.compile`` (inductor; needs a C++ compiler) when the Forecaster is built, on a warm-up
     forecast. It fuses each step's gate arithmetic into a few kernels: the official PredRNN's
-    clip at batch 1 ran 1.3-1.4x as fast here after ~11 s of compiling (``benchmarks/batch1.py``),
+    clip at batch 1 ran 1.1-1.4x as fast here after 7-13 s of compiling (``benchmarks/batch1.py``),
     so it pays for long streams or many clips, not for one. Off by default. Where compiling
     fails the Forecaster says why in one line and runs eagerly. Forecasts differ from eager ones
     by rounding (fused arithmetic; tested).
@@ -241,13 +241,14 @@ def forecast_video(
     n_future: int | None = None,
     fps: float | None = None,
     crop: str = "center",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Forecast ``video`` from frame ``start`` (or ``start_time`` seconds) and write ``out``
     (.gif or .mp4): the video on the left, the forecast on the right. Returns per-frame MSE /
     SSIM against the truth where the video goes on."""
     from framecast.data.video import FrameOptions, read_frames, video_fps
 
-    f = Forecaster(model, n_future)
+    f = Forecaster(model, n_future, precision=precision)
     rate = video_fps(video)
     if start_time is not None:
         if rate is None:
@@ -378,6 +379,7 @@ def forecast_array(
     channels: list[str] | None = None,
     cmap: str = "viridis",
     fps: float | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Forecast the array file ``path`` and write ``out``: ``.npy`` (n_future, C, H, W) in
     physical units, or ``.nc`` / ``.zarr`` (xarray: the input's variables, grid coordinates and
@@ -386,7 +388,8 @@ def forecast_array(
 
     The context is the last ``n_context`` steps of a series (or steps ``start ..`` of it; clips:
     the first steps of clip ``start``, default the last); where the data goes on after the
-    context, per-step RMSE against it is returned.
+    context, per-step RMSE against it is returned. ``precision`` as the ``Forecaster``'s
+    (``auto``: measured, may pick bf16-mixed; ``32`` keeps every step in fp32).
     """
     from framecast.data.array import Normalizer, nan_error, open_array, resample
 
@@ -423,10 +426,9 @@ def forecast_array(
     if tuple(x.shape[-2:]) != (h, w):
         x = resample(x, (h, w))
     x = x.nan_to_num(0.0)
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    with torch.no_grad():
-        y = model.eval()(x[None, :nc_].to(device), n).future(n).float().cpu()[0]  # (n, C, h, w) normalised
+    f = Forecaster(model, n, nc_, precision=precision)  # its precision, layout and packed weights
+    with torch.no_grad(), f._autocast():  # not predict(): normalised values are not clamped to [0, 1]
+        y = f.model(x[None, :nc_].to(f.device), n).future(n).float().cpu()[0]  # (n, C, h, w) normalised
     scale, shift = (torch.tensor(meta[k], dtype=torch.float32).view(-1, 1, 1) for k in ("scale", "shift"))
     pred = (y * scale + shift).numpy()
     context = frames[:nc_]
