@@ -32,7 +32,7 @@ class PackedConv2d(nn.Module):
     The weight is reordered for the input shape (and thread count) it meets, once per shape: a
     layout picked without the input's shape can send oneDNN to a slow kernel. Measured here
     (``benchmarks/batch1.py``): the official PredRNN's 128 -> 384 5x5 ``conv_m`` at batch 1 and
-    one thread took 84 ms packed without the shape, 0.37 ms with it (0.62 ms unpacked)."""
+    one thread took 84-120 ms packed without the shape, 0.33-0.44 ms with it (0.6-0.8 ms unpacked)."""
 
     max_shapes = 4  # reordered weights kept, one per input shape and thread count (oldest dropped)
 
