@@ -12,12 +12,13 @@ This script measures, in one process:
 - the clip through the ``Forecaster`` (bf16-mixed, packed), eager and compiled
   (``Forecaster(compile=True)``: torch.compile of the recurrent step), alternating, medians,
   with the compile time;
+- reading the packed weights once per frame (19 times), the memory traffic batch 1 cannot share;
 - the clip's convolutions alone: every convolution call of one forecast replayed on its
   recorded input as the bare oneDNN op, without the gate arithmetic between them or any Python
   around them. Fusing the arithmetic into the convolutions (inductor does some) can go a little
   below it; otherwise only faster convolutions at batch 1 would.
 
-    python benchmarks/batch1.py                  # ~2 min on a 2-core CPU
+    python benchmarks/batch1.py                  # ~1-2 min on a 2-core CPU
     python benchmarks/batch1.py --json benchmarks/results/batch1.json
 """
 
@@ -114,9 +115,9 @@ def clip(threads: int, rounds: int) -> dict:
     flops = fc.get_total_flops()
 
     eager = Forecaster(model, 10, 10, precision="bf16-mixed", channels_last=True, log=None)
-    t0 = time.perf_counter()
-    compiled = Forecaster(model, 10, 10, precision="bf16-mixed", channels_last=True, log=None, compile=True)
-    compile_s = time.perf_counter() - t0
+    compiled = Forecaster(model, 10, 10, precision="bf16-mixed", channels_last=True, log=print, compile=True)
+    if not compiled.compiled:
+        raise SystemExit("torch.compile failed here (above): nothing compiled to time")
 
     def run(m: nn.Module) -> None:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -166,10 +167,26 @@ def clip(threads: int, rounds: int) -> dict:
         "conv_calls": len(calls),
         "packed": eager.packed,
         "compiled": compiled.compiled,
-        "compile_s": compile_s,
+        "compile_s": compiled.compile_seconds,  # compiling and the first compiled warm-up
+        **weight_reads(eager.model, steps=19),
         **{f"{k}_s": statistics.median(v) for k, v in times.items()},
         **{f"{k}_all_s": v for k, v in times.items()},
     }
+
+
+def weight_reads(model: nn.Module, steps: int) -> dict:
+    """Seconds to read every packed convolution's bf16 weight once per step (a max over a flat
+    copy of each, ``steps`` times): what streaming the weights through the cache costs at batch 1."""
+    weights = [m.weight.reshape(-1).contiguous() for m in model.modules() if isinstance(m, PackedConv2d)]
+    total = sum(w.numel() * w.element_size() for w in weights)
+
+    def read() -> None:
+        for _ in range(steps):
+            for w in weights:
+                w.max()
+
+    s = timed(read, 1, 3)
+    return {"weight_bytes": total, "weight_reads_s": s, "weight_read_gb_per_s": steps * total / s / 1e9}
 
 
 def main() -> None:
@@ -199,7 +216,9 @@ def main() -> None:
         f"  Forecaster(compile=True)             {res['compiled_s']:.3f} s = {res['compiled_s'] / limit:.2f} x limit "
         f"(compiled in {res['compile_s']:.1f} s)\n"
         f"  its convolutions alone (the floor)   {res['convolutions_only_s']:.3f} s = "
-        f"{res['convolutions_only_s'] / limit:.2f} x limit"
+        f"{res['convolutions_only_s'] / limit:.2f} x limit\n"
+        f"  reading its {res['weight_bytes'] / 1e6:.0f} MB of bf16 weights 19 times {res['weight_reads_s']:.3f} s "
+        f"({res['weight_read_gb_per_s']:.1f} GB/s)"
     )
     if args.json:
         out = {"machine": profile, "bf16_conv_peak_flop_per_s": peak, "gate_convolutions": convs, "clip": res}

@@ -80,7 +80,7 @@ def weather_nc(path, t=60, h=8, w=16, nan_at=None):
 # --------------------------------------------------------------------------- the round trip
 
 
-def test_npy_series_round_trip_through_the_cli(tmp_path, capsys):
+def test_npy_series_round_trip_through_the_cli(tmp_path, capsys, monkeypatch):
     """Two float channels on an 8 x 16 grid (non-square, not [0, 1]): fit -> test -> forecast
     through the command line; scores and forecasts are in the data's own units."""
     x = series(90, 2, 8, 16)
@@ -121,6 +121,7 @@ def test_npy_series_round_trip_through_the_cli(tmp_path, capsys):
     assert "steps 87..89 of" in capsys.readouterr().out  # the last n_context steps by default
     # an explicit precision is obeyed: bf16-mixed forecasts the same within bf16 rounding of
     # normalised values (standard scores), undone into the data's units
+    monkeypatch.setenv("FRAMECAST_CACHE", str(tmp_path / "cache"))  # its layout probe: not the user's cache
     out16 = tmp_path / "f16.npy"
     args = ["forecast", str(tmp_path / "s.npy"), "--checkpoint", str(ckpt), "--out", str(out16)]
     assert main([*args, "--precision", "bf16-mixed"]) == 0

@@ -58,16 +58,19 @@ class Forecaster:
     A bf16-mixed forecast stays within 0.02 mean absolute error per pixel, [0, 1] scale, of the
     fp32 one over 10 predicted frames (tested).
     ``pack_weights`` (default): running bf16-mixed on a CPU, the Forecaster runs a copy of the
-    model whose convolutions hold their weights in bf16, reordered for oneDNN once instead of on
-    every call (``framecast.packed``): the same forecast, the official PredRNN's clip at batch 1
-    1.7x as fast here. Also a snapshot of the weights.
-    ``compile``: compile the model's recurrent step (window models: its forward pass) with
-    ``torch.compile`` (inductor; needs a C++ compiler) when the Forecaster is built, on a warm-up
-    forecast. It fuses each step's gate arithmetic into a few kernels: the official PredRNN's
-    clip at batch 1 ran 1.1-1.4x as fast here after 7-13 s of compiling (``benchmarks/batch1.py``),
-    so it pays for long streams or many clips, not for one. Off by default. Where compiling
-    fails the Forecaster says why in one line and runs eagerly. Forecasts differ from eager ones
-    by rounding (fused arithmetic; tested).
+    model whose convolutions hold their weights in bf16, reordered for oneDNN once per input
+    shape instead of on every call (``framecast.packed``): the same forecast, the official
+    PredRNN's clip at batch 1 1.7x as fast here. Also a snapshot of the weights.
+    ``compile``: compile the model's recurrent ``step`` (models without one: their forward
+    pass) with ``torch.compile`` (inductor, with its C++ wrapper where it builds; needs a C++
+    compiler) when the Forecaster is built, on warm-up forecasts of zeros that take every path
+    ``predict`` and ``push`` take. It fuses each step's gate arithmetic into a few kernels: the
+    official PredRNN's clip at batch 1 ran 1.4-1.5x as fast here after 21-29 s of compiling
+    (``benchmarks/batch1.py``, README "Speed"), so it pays for long streams or many clips, not
+    for one. Off by default. Where compiling fails (now, or later for a new frame size) the
+    Forecaster says why in one line and runs eagerly (``compiled`` then False). Forecasts
+    differ from eager ones by rounding (fused arithmetic; tested). A new input shape
+    recompiles (seconds); past torch's recompile limit dynamo runs that shape eagerly.
     ``log`` receives the one-line choice of ``auto`` and what compiling did (default: stderr;
     None: silent).
     """
@@ -101,36 +104,75 @@ class Forecaster:
             from framecast.packed import pack_convolutions
 
             self.model, self.packed = pack_convolutions(self.model)
-        self.compiled = compile and self._compile(model, log)
+        self.compile_seconds = 0.0  # compiling and the first compiled warm-up forecast
+        self.compiled = False
+        if compile:
+            self.compiled = self._compile(model, log)
         self.reset()
 
     def _compile(self, caller: nn.Module, log) -> bool:
-        """Compile a copy's step (or forward) and run one forecast of zeros to build it; eager
-        again, with one line saying why, where that fails. Whether it compiled."""
+        """Compile a copy's ``step`` (or ``forward``) and build it on a warm-up forecast of zeros
+        (every path ``predict`` and ``push`` take); eager again, with one line saying why, where
+        that fails. Whether it compiled."""
         import copy
         import time
 
         if self.model is caller:  # never touch the caller's model
             self.model = copy.deepcopy(caller)
         name = "step" if callable(getattr(self.model, "step", None)) else "forward"
+        with torch.no_grad(), self._autocast():  # eager first: a model that fails fails here, as itself;
+            self._warm_up()  # packed convolutions fit their weights to these shapes
+        eager, why = getattr(self.model, name), ""
+        # inductor's C++ wrapper calls the kernels with less overhead (the official PredRNN's clip
+        # ~8% faster here, compiling ~6 s longer); where it cannot be built, its Python one
+        for options in ({"cpp_wrapper": True}, {}):
+            compiled = torch.compile(eager, options=options)
+            setattr(self.model, name, compiled)
+            t0 = time.perf_counter()
+            try:
+                with torch.no_grad(), self._autocast():
+                    self._warm_up()
+            except Exception as e:  # no C++ compiler, an op inductor does not take, ...
+                vars(self.model).pop(name, None)  # the class's own method again
+                why = _reason(e)
+                continue
+            self.compile_seconds = time.perf_counter() - t0
+            setattr(self.model, name, self._guarded(compiled, name, log))
+            if log:
+                log(f"compile: the model's {name} compiled (torch.compile, inductor) in {self.compile_seconds:.1f} s")
+            return True
+        if log:
+            log(f"compile: torch.compile of the model's {name} failed, forecasting eagerly ({why})")
+        return False
+
+    def _warm_up(self) -> None:
+        """One forecast of zeros at batch 1 and, for streaming models, the steps ``push`` takes:
+        a frame in, then a prediction fed back (their strides differ, so each is built now)."""
         h, w = as_hw(self.size or 64)
         x = torch.zeros(1, self.n_context, self.channels, h, w, device=self.device)
-        t0 = time.perf_counter()
-        try:
-            with torch.no_grad(), self._autocast():
-                self.model(x, self.n_future)  # eager first: packed convolutions fit their weights to batch 1
-                setattr(self.model, name, torch.compile(getattr(self.model, name)))
-                self.model(x, self.n_future)
-        except Exception as e:  # no C++ compiler, an op inductor does not take, ...
-            vars(self.model).pop(name, None)  # the class's own method again
-            if log:
-                log(
-                    f"compile: torch.compile of the model's {name} failed, forecasting eagerly ({str(e).splitlines()[0]})"
-                )
-            return False
-        if log:
-            log(f"compile: the model's {name} compiled (torch.compile, inductor) in {time.perf_counter() - t0:.1f} s")
-        return True
+        self.model(x, self.n_future)
+        if self.model.streams:
+            nxt, state = self.model.frame_step(x[:, 0].contiguous(), None)
+            nxt, state = self.model.frame_step(x[:, 0].contiguous(), state)
+            self.model.frame_step(nxt, state)
+
+    def _guarded(self, compiled, name: str, log):
+        """``compiled``, falling back to eager for good (one line) where a later recompilation,
+        e.g. for a new frame size, fails."""
+
+        def call(*args, **kwargs):
+            try:
+                return compiled(*args, **kwargs)
+            except FramecastError:
+                raise
+            except Exception as e:
+                vars(self.model).pop(name, None)
+                self.compiled = False
+                if log:
+                    log(f"compile: recompiling the model's {name} failed, forecasting eagerly ({_reason(e)})")
+                return getattr(self.model, name)(*args, **kwargs)  # a genuine error is raised again here
+
+        return call
 
     def _autocast(self):
         from framecast.precision import autocast
@@ -195,6 +237,13 @@ def _in_layout(model: nn.Module, channels_last: bool) -> nn.Module:
 
     twin = copy.deepcopy(model)
     return twin.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _reason(e: BaseException) -> str:
+    """The cause of a compile failure in one line (dynamo wraps inductor's in BackendCompilerFailed)."""
+    inner = getattr(e, "inner_exception", None) or e
+    first = (str(inner).splitlines() or [""])[0]
+    return f"{type(inner).__name__}: {first}" if first else type(inner).__name__
 
 
 def _logger(log):

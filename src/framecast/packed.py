@@ -5,8 +5,8 @@ bf16 (once per autocast region) and oneDNN reorders it into its blocked layout (
 At batch 1 that reorder is a large share of a convolution: a recurrent model calls each gate
 convolution once per frame, so the official 4 x 128 PredRNN reorders its 24M weights 19 times per
 clip. ``pack_convolutions`` returns a copy of a model whose convolutions hold their weight in
-bf16, reordered once (``torch.ops.mkldnn._reorder_convolution_weight``, as inductor's freezing
-does), and call oneDNN with it directly (``torch.ops.mkldnn._convolution_pointwise``). The
+bf16, reordered once per input shape they meet (``torch.ops.mkldnn._reorder_convolution_weight``,
+as inductor's freezing does; at batch 1 that is once), and call oneDNN with it directly (``torch.ops.mkldnn._convolution_pointwise``). The
 arithmetic is autocast's (bf16 inputs and weights, bf16 out), so the forecast is the same: bit for
 bit on the machine it was measured on (tests allow bf16 rounding, since another CPU's kernels
 may pick another algorithm for either path). Measured here (``benchmarks/speed.py``, README
@@ -40,7 +40,7 @@ class PackedConv2d(nn.Module):
         super().__init__()
         self.padding = list(conv.padding)
         self.stride, self.dilation, self.groups = list(conv.stride), list(conv.dilation), conv.groups
-        self.weight = conv.weight.detach().to(torch.bfloat16)
+        self.weight = conv.weight.detach().to(torch.bfloat16)  # kept to reorder for a new shape
         self._reorder(None)  # a shape or build oneDNN does not take raises here (RuntimeError)
         self._packed: dict[tuple, Tensor] = {}
         self._last: Tensor | None = None  # the weight of the latest eager call
@@ -55,18 +55,20 @@ class PackedConv2d(nn.Module):
     def packed_for(self, x: Tensor) -> Tensor:
         """The weight reordered for ``x``'s shape and this thread count (made on first use)."""
         key = (tuple(x.shape), torch.get_num_threads())
-        w = self._packed.get(key)
+        w = self._packed.pop(key, None)  # put back below as the newest: the oldest is dropped first
         if w is None:
             if len(self._packed) >= self.max_shapes:
                 del self._packed[next(iter(self._packed))]
-            w = self._packed[key] = self._reorder(list(x.shape))
+            w = self._reorder(list(x.shape))
+        self._packed[key] = w
         self._last = w
         return w
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling() and self._last is not None:
-            # torch.compile traces the weight of the eager call before it (the Forecaster runs
-            # one first), not the lookup: its graph is made for one input shape anyway
+            # torch.compile traces the weight of the eager call before it (the Forecaster warms
+            # up every path eagerly first), not the lookup. A shape first met compiled (a
+            # recompilation) gets that weight too: the same result, oneDNN re-lays it out per call
             w = self._last
         else:
             w = self.packed_for(x)
