@@ -44,19 +44,22 @@ def test_a_packed_convolution_reorders_its_weight_for_each_input_shape_and_threa
             x = torch.randn(shape)
             torch.testing.assert_close(packed(x).float(), conv(x).float(), rtol=2e-2, atol=2e-2)
         assert set(packed._packed) == {(s, threads) for s in shapes}  # the repeat reuses its own
-        torch.set_num_threads(1)
+        other = 2 if threads == 1 else 1
+        torch.set_num_threads(other)
         try:  # another thread count: its own layout (one thread was where oneDNN's trap was)
             torch.testing.assert_close(packed(x).float(), conv(x).float(), rtol=2e-2, atol=2e-2)
-            assert (tuple(x.shape), 1) in packed._packed
+            assert (tuple(x.shape), other) in packed._packed and (tuple(x.shape), threads) in packed._packed
         finally:
             torch.set_num_threads(threads)
-        del packed._packed[(tuple(x.shape), 1)]
         first = packed.packed_for(torch.empty(shapes[0]))
         assert packed.packed_for(torch.empty(shapes[0])) is first
-        for k in range(PackedConv2d.max_shapes):  # a bounded cache: the oldest shapes are dropped
-            packed(torch.randn(1, 8, 4 + k, 4))
+    # a bounded cache: the least recently used shape is dropped first
     assert len(packed._packed) == PackedConv2d.max_shapes
-    assert (shapes[0], threads) not in packed._packed
+    order = list(packed._packed)
+    assert order[-1] == (shapes[0], threads)  # just used: the newest, though made first
+    packed.packed_for(torch.empty(1, 8, 4, 4))  # one more shape: the least recently used goes
+    assert (shapes[0], threads) in packed._packed and order[0] not in packed._packed
+    assert len(packed._packed) == PackedConv2d.max_shapes
 
 
 @pytest.mark.parametrize("name", ["predrnn", "convlstm", "simvp", "phydnet"])
@@ -124,14 +127,16 @@ def test_a_compiled_forecaster_forecasts_as_the_eager_one_and_leaves_the_model_a
     assert compiled.compiled  # nothing fell back on the way
 
 
-def _failing_compile(error: Exception, works: list[bool] | None = None):
+def _failing_compile(error: Exception, works: list[bool] | None = None, failures: list[int] | None = None):
     """A stand-in for torch.compile whose compiled function raises ``error`` (while
-    ``works[0]`` is False, if given; else always)."""
+    ``works[0]`` is False, if given; else always), counting its failed calls in ``failures``."""
 
     def fake(fn, **kwargs):
         def call(*args, **kw):
             if works is not None and works[0]:
                 return fn(*args, **kw)
+            if failures is not None:
+                failures.append(1)
             raise error
 
         return call
@@ -166,19 +171,36 @@ def test_where_compiling_fails_the_forecaster_says_why_and_runs_eagerly(monkeypa
 
 
 def test_a_recompilation_that_fails_later_falls_back_to_eager_once(monkeypatch):
-    works = [True]
-    monkeypatch.setattr(torch, "compile", _failing_compile(RuntimeError("C++ compile error"), works))
+    works, failures = [True], []
+    monkeypatch.setattr(torch, "compile", _failing_compile(RuntimeError("C++ compile error"), works, failures))
     model = framecast.create_model("convlstm", size="test").eval()
     said: list[str] = []
     kw = dict(precision="32", channels_last=False, log=said.append)
     f = Forecaster(model, 2, n_context=3, **kw, compile=True)
-    assert f.compiled and "step" in vars(f.model)
+    assert f.compiled and "step" in vars(f.model) and f.compile_options == {"cpp_wrapper": True}
     works[0] = False  # e.g. a new frame size whose graph inductor cannot build
     frames = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
     got = f.predict(frames)
     assert not f.compiled and "step" not in vars(f.model)
-    assert (
-        said[-1]
-        == "compile: recompiling the model's step failed, forecasting eagerly (RuntimeError: C++ compile error)"
-    )
+    # ConvLSTM's rollout took the compiled step once, at its start: one failure, then eager
+    assert len(failures) == 1
+    assert [line for line in said if "recompiling" in line] == [
+        "compile: recompiling the model's step failed, forecasting eagerly (RuntimeError: C++ compile error)"
+    ]
     np.testing.assert_array_equal(got, Forecaster(model, 2, n_context=3, **kw).predict(frames))
+
+
+def test_an_error_of_the_callers_own_is_raised_and_compiling_kept(monkeypatch):
+    # an error eager raises too (here: frames of the wrong size for a fixed-size model) is not a
+    # compile failure: it reaches the caller as itself, and the compiled step stays
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    model = framecast.create_model("convlstm", size="test").eval()
+    said: list[str] = []
+    f = Forecaster(model, 2, n_context=3, precision="32", channels_last=False, log=said.append, compile=True)
+    assert f.compiled
+    state = torch.zeros(1)  # not a ConvLSTM state: the step fails, compiled and eager alike
+    with pytest.raises(Exception) as caught:
+        f.model.step(torch.zeros(1, 1, 64, 64), state)
+    assert not isinstance(caught.value, AssertionError)
+    assert f.compiled and "step" in vars(f.model)
+    assert not [line for line in said if "recompiling" in line]

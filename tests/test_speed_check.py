@@ -74,3 +74,10 @@ def test_the_clip_target_takes_the_compiled_forecaster_where_it_is_faster_and_sa
     )
     clip = [line for line in slower if "one clip" in line][0]
     assert clip.startswith("FAIL") and "the Forecaster)" in clip and "0.90 s" in clip
+
+
+def test_the_clip_line_also_shows_the_peak_measured_beside_the_clip_without_letting_it_decide(speed):
+    # the run's peak (400 GFLOP/s) decides; a slower machine at the clip's time is only reported
+    lines = speed.check_targets([row(forecast_one_clip_s=0.9, clip_time_bf16_peak_flop_per_s=200e9)], PEAKS)
+    clip = [line for line in lines if "one clip" in line][0]
+    assert clip.startswith("FAIL") and "beside the clip: 200 GFLOP/s, 0.78 x its limit" in clip

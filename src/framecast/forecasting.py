@@ -30,7 +30,7 @@ def _as_frames(frames: Any, channels: int, size: int | tuple[int, int] | None) -
         raise FramecastError(f"the model reads {h}x{w} frames, got {x.shape[-2]}x{x.shape[-1]}; resize them first")
     if x.min() < 0 or x.max() > 1:
         raise FramecastError("float frames must lie in [0, 1] (uint8 frames are divided by 255)")
-    return x
+    return x.contiguous()  # one layout whatever came in: a compiled step is built for its strides
 
 
 class Forecaster:
@@ -65,12 +65,13 @@ class Forecaster:
     pass) with ``torch.compile`` (inductor, with its C++ wrapper where it builds; needs a C++
     compiler) when the Forecaster is built, on warm-up forecasts of zeros that take every path
     ``predict`` and ``push`` take. It fuses each step's gate arithmetic into a few kernels: the
-    official PredRNN's clip at batch 1 ran 1.4-1.5x as fast here after 21-29 s of compiling
+    official PredRNN's clip at batch 1 ran 1.4-1.8x as fast here after 21-31 s of compiling
     (``benchmarks/batch1.py``, README "Speed"), so it pays for long streams or many clips, not
     for one. Off by default. Where compiling fails (now, or later for a new frame size) the
     Forecaster says why in one line and runs eagerly (``compiled`` then False). Forecasts
     differ from eager ones by rounding (fused arithmetic; tested). A new input shape
-    recompiles (seconds); past torch's recompile limit dynamo runs that shape eagerly.
+    recompiles (seconds); past torch's recompile limit (8 graphs per model class, the warm-up
+    excepted) dynamo runs that shape eagerly.
     ``log`` receives the one-line choice of ``auto`` and what compiling did (default: stderr;
     None: silent).
     """
@@ -104,73 +105,84 @@ class Forecaster:
             from framecast.packed import pack_convolutions
 
             self.model, self.packed = pack_convolutions(self.model)
-        self.compile_seconds = 0.0  # compiling and the first compiled warm-up forecast
+        self.compile_seconds = 0.0  # compiling and the compiled warm-up forecasts
+        self.compile_options: dict = {}  # inductor's options that built it
         self.compiled = False
+        self.reset()
         if compile:
             self.compiled = self._compile(model, log)
-        self.reset()
 
     def _compile(self, caller: nn.Module, log) -> bool:
-        """Compile a copy's ``step`` (or ``forward``) and build it on a warm-up forecast of zeros
-        (every path ``predict`` and ``push`` take); eager again, with one line saying why, where
-        that fails. Whether it compiled."""
+        """Compile a copy's ``step`` (or ``forward``) and build it on warm-up forecasts of zeros
+        through ``predict`` and ``push``; eager again, with one line saying why, where that
+        fails. Whether it compiled."""
         import copy
         import time
 
         if self.model is caller:  # never touch the caller's model
             self.model = copy.deepcopy(caller)
         name = "step" if callable(getattr(self.model, "step", None)) else "forward"
-        with torch.no_grad(), self._autocast():  # eager first: a model that fails fails here, as itself;
-            self._warm_up()  # packed convolutions fit their weights to these shapes
-        eager, why = getattr(self.model, name), ""
+        self._warm_up()  # eager first: a model that fails fails here, as itself; packed
+        eager, why = getattr(self.model, name), ""  # convolutions fit their weights to these shapes
+        t0 = time.perf_counter()
         # inductor's C++ wrapper calls the kernels with less overhead (the official PredRNN's clip
         # ~8% faster here, compiling ~6 s longer); where it cannot be built, its Python one
         for options in ({"cpp_wrapper": True}, {}):
-            compiled = torch.compile(eager, options=options)
-            setattr(self.model, name, compiled)
-            t0 = time.perf_counter()
             try:
-                with torch.no_grad(), self._autocast():
+                compiled = torch.compile(eager, options=options)
+                setattr(self.model, name, compiled)
+                with _recompile_limit_fails():  # a graph dynamo gives up on is a failure, not silent eager
                     self._warm_up()
             except Exception as e:  # no C++ compiler, an op inductor does not take, ...
                 vars(self.model).pop(name, None)  # the class's own method again
                 why = _reason(e)
                 continue
             self.compile_seconds = time.perf_counter() - t0
-            setattr(self.model, name, self._guarded(compiled, name, log))
+            self.compile_options = options
+            setattr(self.model, name, self._guarded(compiled, eager, name, log))
             if log:
-                log(f"compile: the model's {name} compiled (torch.compile, inductor) in {self.compile_seconds:.1f} s")
+                wrapper = "C++" if options.get("cpp_wrapper") else "Python"
+                log(
+                    f"compile: the model's {name} compiled (torch.compile, inductor, {wrapper} wrapper) "
+                    f"in {self.compile_seconds:.1f} s"
+                )
             return True
         if log:
             log(f"compile: torch.compile of the model's {name} failed, forecasting eagerly ({why})")
         return False
 
     def _warm_up(self) -> None:
-        """One forecast of zeros at batch 1 and, for streaming models, the steps ``push`` takes:
-        a frame in, then a prediction fed back (their strides differ, so each is built now)."""
+        """Forecasts of zeros through ``predict`` and ``push`` (n_context frames, the last with
+        its forecast), as a user's calls make them; then a fresh stream."""
         h, w = as_hw(self.size or 64)
-        x = torch.zeros(1, self.n_context, self.channels, h, w, device=self.device)
-        self.model(x, self.n_future)
-        if self.model.streams:
-            nxt, state = self.model.frame_step(x[:, 0].contiguous(), None)
-            nxt, state = self.model.frame_step(x[:, 0].contiguous(), state)
-            self.model.frame_step(nxt, state)
+        zeros = np.zeros((self.n_context, h, w, self.channels), np.float32)
+        self.predict(zeros)
+        for frame in zeros:
+            self.push(frame)
+        self.reset()
 
-    def _guarded(self, compiled, name: str, log):
-        """``compiled``, falling back to eager for good (one line) where a later recompilation,
-        e.g. for a new frame size, fails."""
+    def _guarded(self, compiled, eager, name: str, log):
+        """``compiled``; where a call of it fails (a recompilation, e.g. for a new frame size,
+        that inductor cannot build) and the eager step does not, eager from then on, said in one
+        line. An error eager raises too is the caller's: raised, compiling kept."""
+        failed = False
 
         def call(*args, **kwargs):
+            nonlocal failed
+            if failed:  # a rollout that took this wrapper before it failed keeps calling it
+                return eager(*args, **kwargs)
             try:
                 return compiled(*args, **kwargs)
             except FramecastError:
                 raise
             except Exception as e:
+                out = eager(*args, **kwargs)  # raises the caller's own error, if that is what it was
+                failed = True
                 vars(self.model).pop(name, None)
                 self.compiled = False
                 if log:
                     log(f"compile: recompiling the model's {name} failed, forecasting eagerly ({_reason(e)})")
-                return getattr(self.model, name)(*args, **kwargs)  # a genuine error is raised again here
+                return out
 
         return call
 
@@ -239,9 +251,23 @@ def _in_layout(model: nn.Module, channels_last: bool) -> nn.Module:
     return twin.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def _recompile_limit_fails():
+    """Within: room for this Forecaster's graphs (dynamo keeps the graphs of every instance of a
+    model class under one function, 8 by default), and dynamo raises where it would still give
+    up compiling and run eagerly without a word."""
+    import contextlib
+
+    import torch._dynamo.config as dynamo_config
+
+    wanted = {"fail_on_recompile_limit_hit": True, "recompile_limit": max(64, dynamo_config.recompile_limit)}
+    settings = {k: v for k, v in wanted.items() if hasattr(dynamo_config, k)}
+    return dynamo_config.patch(**settings) if settings else contextlib.nullcontext()
+
+
 def _reason(e: BaseException) -> str:
     """The cause of a compile failure in one line (dynamo wraps inductor's in BackendCompilerFailed)."""
-    inner = getattr(e, "inner_exception", None) or e
+    inner = getattr(e, "inner_exception", None)
+    inner = e if inner is None else inner
     first = (str(inner).splitlines() or [""])[0]
     return f"{type(inner).__name__}: {first}" if first else type(inner).__name__
 
