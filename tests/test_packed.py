@@ -204,3 +204,14 @@ def test_an_error_of_the_callers_own_is_raised_and_compiling_kept(monkeypatch):
     assert not isinstance(caught.value, AssertionError)
     assert f.compiled and "step" in vars(f.model)
     assert not [line for line in said if "recompiling" in line]
+
+
+def test_a_compiled_forecaster_warms_up_a_model_of_any_channel_count(monkeypatch):
+    # the warm-up's frames go in as (T, C, H, W): two channels (gridded data) are not taken for
+    # a width; torch.compile stood in for by the function itself (no inductor time)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    model = framecast.create_model("convlstm", size="test", channels=2).eval()
+    f = Forecaster(model, 2, n_context=3, precision="32", channels_last=False, log=None, compile=True)
+    assert f.compiled
+    frames = np.random.default_rng(0).random((3, 2, 64, 64)).astype(np.float32)
+    assert f.predict(frames).shape == (2, 64, 64, 2)

@@ -155,7 +155,7 @@ class Forecaster:
         """Forecasts of zeros through ``predict`` and ``push`` (n_context frames, the last with
         its forecast), as a user's calls make them; then a fresh stream."""
         h, w = as_hw(self.size or 64)
-        zeros = np.zeros((self.n_context, h, w, self.channels), np.float32)
+        zeros = np.zeros((self.n_context, self.channels, h, w), np.float32)  # (T, C, H, W): any C
         self.predict(zeros)
         for frame in zeros:
             self.push(frame)
