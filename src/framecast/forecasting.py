@@ -122,8 +122,10 @@ class Forecaster:
         if self.model is caller:  # never touch the caller's model
             self.model = copy.deepcopy(caller)
         name = "step" if callable(getattr(self.model, "step", None)) else "forward"
-        self._warm_up()  # eager first: a model that fails fails here, as itself; packed
-        eager, why = getattr(self.model, name), ""  # convolutions fit their weights to these shapes
+        # eager first: a model that fails fails here, as itself; packed convolutions fit their
+        # weights to these shapes (what the compiled graphs will trace)
+        self._warm_up()
+        eager, why = getattr(self.model, name), ""
         t0 = time.perf_counter()
         # inductor's C++ wrapper calls the kernels with less overhead (the official PredRNN's clip
         # ~8% faster here, compiling ~6 s longer); where it cannot be built, its Python one

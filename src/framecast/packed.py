@@ -6,10 +6,11 @@ At batch 1 that reorder is a large share of a convolution: a recurrent model cal
 convolution once per frame, so the official 4 x 128 PredRNN reorders its 24M weights 19 times per
 clip. ``pack_convolutions`` returns a copy of a model whose convolutions hold their weight in
 bf16, reordered once per input shape they meet (``torch.ops.mkldnn._reorder_convolution_weight``,
-as inductor's freezing does; at batch 1 that is once), and call oneDNN with it directly (``torch.ops.mkldnn._convolution_pointwise``). The
-arithmetic is autocast's (bf16 inputs and weights, bf16 out), so the forecast is the same: bit for
-bit on the machine it was measured on (tests allow bf16 rounding, since another CPU's kernels
-may pick another algorithm for either path). Measured here (``benchmarks/speed.py``, README
+as inductor's freezing does; at batch 1 that is once), and call oneDNN with it directly
+(``torch.ops.mkldnn._convolution_pointwise``). The arithmetic is autocast's (bf16 inputs and
+weights, bf16 out), so the forecast is the same: bit for bit on the machine it was measured on
+(tests allow bf16 rounding, since another CPU's kernels may pick another algorithm for either
+path). Measured here (``benchmarks/speed.py``, README
 "Speed"): the official PredRNN's gate convolutions at batch 1 ran 1.5-1.65x as fast.
 
 Used by the ``Forecaster`` when it runs bf16-mixed on a CPU; a model for training is never
@@ -34,7 +35,7 @@ class PackedConv2d(nn.Module):
     (``benchmarks/batch1.py``): the official PredRNN's 128 -> 384 5x5 ``conv_m`` at batch 1 and
     one thread took 84-120 ms packed without the shape, 0.33-0.44 ms with it (0.6-0.8 ms unpacked)."""
 
-    max_shapes = 4  # reordered weights kept, one per input shape and thread count (oldest dropped)
+    max_shapes = 4  # reordered weights kept, one per input shape and thread count (least recently used dropped)
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
@@ -55,7 +56,7 @@ class PackedConv2d(nn.Module):
     def packed_for(self, x: Tensor) -> Tensor:
         """The weight reordered for ``x``'s shape and this thread count (made on first use)."""
         key = (tuple(x.shape), torch.get_num_threads())
-        w = self._packed.pop(key, None)  # put back below as the newest: the oldest is dropped first
+        w = self._packed.pop(key, None)  # put back below as the newest: the least recently used goes first
         if w is None:
             if len(self._packed) >= self.max_shapes:
                 del self._packed[next(iter(self._packed))]
