@@ -10,8 +10,9 @@ as inductor's freezing does; at batch 1 that is once), and call oneDNN with it d
 (``torch.ops.mkldnn._convolution_pointwise``). The arithmetic is autocast's (bf16 inputs and
 weights, bf16 out), so the forecast is the same: bit for bit on the machine it was measured on
 (tests allow bf16 rounding, since another CPU's kernels may pick another algorithm for either
-path). Measured here (``benchmarks/speed.py``, README
-"Speed"): the official PredRNN's gate convolutions at batch 1 ran 1.5-1.65x as fast.
+path). Measured here, alternating with autocast's convolutions in one process: the official
+PredRNN's gate convolutions at batch 1 ran 1.5-1.65x as fast (``benchmarks/batch1.py`` times each
+one; README "Benchmarks").
 
 Used by the ``Forecaster`` when it runs bf16-mixed on a CPU; a model for training is never
 packed (its weights change every step). Both ops are private PyTorch API: where they are

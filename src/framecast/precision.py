@@ -20,13 +20,14 @@ count) and model shape, in ``$FRAMECAST_CACHE`` (else ``$XDG_CACHE_HOME/framecas
 A probe during which other processes took more than ``BUSY_SHARE`` of the CPU (Linux:
 /proc/stat) says so and is cached for ``BUSY_TTL`` (an hour) only, then measured again.
 
-On a GPU ``auto`` picks bf16-mixed where the GPU supports it (no probe) and channels-last. An
+On a GPU ``auto`` picks bf16-mixed where the GPU supports it (no probe), and channels-last for
+training (the Forecaster keeps the model's own layout). An
 explicit precision (``32``, ``bf16-mixed``, ...) or layout (``true`` / ``false``) is always
 obeyed; with both explicit nothing is measured.
 
 One log line says what was chosen and why:
 
-    precision: auto -> bf16-mixed, channels-last (2.9x fp32 on this CPU; measured now in 4.2 s)
+    precision: auto -> bf16-mixed, channels-last (2.9x fp32 on this CPU; channels-last 1.17x contiguous; measured now in 4.2 s)
 """
 
 import copy
