@@ -55,7 +55,7 @@ class ConvLSTMSeq2SeqConfig:
     ConvLSTMSeq2SeqConfig,
     sizes={
         "published": {},
-        "cpu": {"hidden": 32, "patch_size": 4},  # the CPU speed benchmark's size; training not measured yet
+        "cpu": {"hidden": 32, "patch_size": 4},  # the CPU speed benchmark's; configs/cpu/convlstm_seq2seq.yaml
         "test": {"hidden": 8, "patch_size": 2},
     },
     description="ConvLSTM encoder-decoder (tutorial seed), 2+2 cells x 64",
