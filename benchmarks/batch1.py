@@ -7,7 +7,7 @@ This script measures, in one process:
 
 - each gate convolution of one ST-LSTM cell at batch 1 (16x16 maps), at every thread count from
   1 to torch's: plain ``nn.Conv2d`` under bf16 autocast, and the bare oneDNN op on the weight
-  packed without the input's shape (how ``framecast.packed`` packed before session 14) and
+  packed without the input's shape (how ``framecast.speed.packed`` packed before session 14) and
   packed for it (now);
 - the clip through the ``Forecaster`` (bf16-mixed, packed), eager and compiled
   (``Forecaster(compile=True)``: torch.compile of the recurrent step), alternating, medians,
@@ -32,11 +32,11 @@ from speed import CLIP_LIMIT_FACTOR, conv_peak
 from torch import nn
 
 import framecast
-from framecast.compare import flop_counter
+from framecast.evaluation.compare import flop_counter
 from framecast.forecasting import Forecaster
 from framecast.io import atomic_write_text
-from framecast.machine import describe, machine_profile
-from framecast.packed import PackedConv2d, available
+from framecast.speed.machine import describe, machine_profile
+from framecast.speed.packed import PackedConv2d, available
 
 # one cell's gate convolutions at the official size: (name, in, out, kernel)
 CELL_CONVS = [

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from framecast.io import atomic_write_text
-from framecast.machine import describe, machine_profile
+from framecast.speed.machine import describe, machine_profile
 
 VARIANTS = ("eager", "step", "train_step")
 RUN_SECONDS = 30 * 60
@@ -34,7 +34,7 @@ RUN_SECONDS = 30 * 60
 
 def measure(name: str, variant: str, batch: int, steps: int, precision: str, nc: int, nf: int) -> dict:
     import framecast
-    from framecast.precision import resolve
+    from framecast.speed.precision import resolve
 
     torch.manual_seed(0)
     model = framecast.create_model(name, size="cpu")

@@ -17,9 +17,9 @@ import torch
 
 from framecast.config import DataConfig, build_run_config
 from framecast.data import FrameDataModule
-from framecast.machine import describe, machine_profile
-from framecast.precision import autocast
-from framecast.runner import make_task, resolve_trainer
+from framecast.speed.machine import describe, machine_profile
+from framecast.speed.precision import autocast
+from framecast.training.runner import make_task, resolve_trainer
 
 USED: dict = {}  # the precision and layout the training step ran in (printed with the machine)
 

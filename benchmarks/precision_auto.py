@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from framecast.io import atomic_write_text
-from framecast.machine import describe, machine_profile
+from framecast.speed.machine import describe, machine_profile
 
 PROBE_TARGET_S = 10.0
 RUNS = {"fp32": {"precision": "32", "channels_last": True}, "auto (measured)": {}, "auto (cached)": {}}
@@ -27,7 +27,7 @@ RUNS = {"fp32": {"precision": "32", "channels_last": True}, "auto (measured)": {
 
 def one(model: str, steps: int, batch: int, trainer: dict, out: str) -> dict:
     from framecast.config import build_run_config
-    from framecast.runner import fit
+    from framecast.training.runner import fit
 
     cfg = build_run_config(
         {

@@ -3,9 +3,9 @@ contiguous (NCHW) and channels-last layout, forward and forward + backward, at t
 recurrent models' gate convolutions (official 4 x 128 and the quick CPU sizes).
 
 framecast's ``precision: auto`` (the default) measures the model's own training step instead
-(``framecast.precision``); this table shows why no constant is right: on one 2-core machine
+(``framecast.speed.precision``); this table shows why no constant is right: on one 2-core machine
 bf16 ran at 0.56-0.96x fp32 (AVX512-BF16, no AMX), on another (AMX) at several times fp32.
-Every output records the machine profile (``framecast.machine``).
+Every output records the machine profile (``framecast.speed.machine``).
 
     python benchmarks/precision_layout.py
     python benchmarks/precision_layout.py --json precision_layout.json
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from framecast.io import atomic_write_text
-from framecast.machine import describe, machine_profile
+from framecast.speed.machine import describe, machine_profile
 
 # (name, in channels, out channels, kernel, size, batch)
 CONVS = [

@@ -2,7 +2,7 @@
 
 For every model: training samples/s (forward + backward + Adam step) and inference samples/s
 at a batch size, peak resident memory of a training step, FLOPs per sample (counted by
-torch.utils.flop_counter, with grouped convolutions' backward counted right: framecast.compare.
+torch.utils.flop_counter, with grouped convolutions' backward counted right: framecast.evaluation.compare.
 flop_counter), and effective FLOP/s as a share of this machine's convolution
 throughput, measured in the same run with a large 5x5 convolution in fp32 and bf16.
 
@@ -15,10 +15,10 @@ quick``) or its ``published`` size (``--preset official``).
     python benchmarks/speed.py --models convlstm --precision bf16 --json out.json
 
 ``--precision auto`` (the default) runs the framecast style in what framecast's own
-``precision: auto`` picks for the model on this machine (``framecast.precision``: its training
+``precision: auto`` picks for the model on this machine (``framecast.speed.precision``: its training
 step measured in fp32 and bf16-mixed, contiguous and channels-last; cached per machine), probed
 in a process of its own first so that the probe's memory never counts in a peak. Every output
-records the machine profile (``framecast.machine``) and the precision and layout each row ran in;
+records the machine profile (``framecast.speed.machine``) and the precision and layout each row ran in;
 ``--check`` says which targets apply here and why.
 """
 
@@ -33,10 +33,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from framecast.compare import flop_counter
-from framecast.machine import describe, machine_profile
-from framecast.memory import ActivationArena, applied, fix_mmap_threshold, saving_if_worthwhile
-from framecast.precision import BF16_MARGIN, Choice, resolve
+from framecast.evaluation.compare import flop_counter
+from framecast.speed.machine import describe, machine_profile
+from framecast.speed.memory import ActivationArena, applied, fix_mmap_threshold, saving_if_worthwhile
+from framecast.speed.precision import BF16_MARGIN, Choice, resolve
 from framecast.registry import get_entry
 
 # --preset -> the registered size every model runs at (models/<family>.py, register_model sizes=)

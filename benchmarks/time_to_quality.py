@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from framecast.compare import build_compare_config, run_config
+from framecast.evaluation.compare import build_compare_config, run_config
 from framecast.config import build_run_config, load_yaml, merge, resolve_model_config
 from framecast.io import atomic_write_text
-from framecast.machine import machine_profile
+from framecast.speed.machine import machine_profile
 from framecast.registry import create_model
-from framecast.runner import fit, test_model
+from framecast.training.runner import fit, test_model
 
 
 class Snapshots(Callback):

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 import framecast
-from framecast import metrics as M
+from framecast.evaluation import metrics as M
 from framecast.cli import main
 from framecast.config import DataConfig, build_dataclass, build_run_config
 from framecast.data import array as A
 from framecast.data import build_datasets
 from framecast.errors import ConfigError, FramecastError
-from framecast.runner import check_model_fits, fit
-from framecast.runner import test_model as score
+from framecast.training.runner import check_model_fits, fit
+from framecast.training.runner import test_model as score
 
 xr = pytest.importorskip("xarray")
 h5py = pytest.importorskip("h5py")
@@ -259,7 +259,7 @@ def test_the_range_check_belongs_to_the_data(tmp_path):
     np.save(tmp_path / "s.npy", series(60, 1, 4, 4))
     cfg = build_run_config(run_values(tmp_path, tmp_path / "s.npy"))
     from framecast.data import FrameDataModule
-    from framecast.runner import make_task
+    from framecast.training.runner import make_task
 
     task, data = make_task(cfg), FrameDataModule(cfg.data)
     data.setup()
@@ -421,7 +421,7 @@ def test_a_large_memory_mapped_file_is_streamed_with_bounded_memory(tmp_path):
 def test_compare_report_on_a_multi_variable_grid(tmp_path):
     """One report for models and baselines on a 2-variable 8 x 16 grid: per-variable RMSE in
     physical units, no SSIM/PSNR/LPIPS for standardised data, and pictures of a channel."""
-    from framecast.compare import build_compare_config, compare
+    from framecast.evaluation.compare import build_compare_config, compare
 
     path = tmp_path / "grid.npy"
     np.save(path, series())

@@ -11,7 +11,7 @@ from framecast.checkpoint import read_checkpoint, save_model_checkpoint
 from framecast.cli import main
 from framecast.config import DataConfig, build_run_config, merge
 from framecast.errors import FramecastError
-from framecast.runner import check_model_fits, fit
+from framecast.training.runner import check_model_fits, fit
 
 DATA = {"image_size": 32, "test_size": 5}  # on top of tiny_overrides: 4 -> 3 frames
 
@@ -128,7 +128,7 @@ def test_a_checkpoint_without_data_uses_the_run_folders_config_or_the_defaults(t
 
 
 def test_compare_results_name_the_data(tiny_overrides, tmp_path):
-    from framecast.compare import build_compare_config, compare
+    from framecast.evaluation.compare import build_compare_config, compare
 
     cfg = build_compare_config(
         {

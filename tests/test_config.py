@@ -13,7 +13,7 @@ import yaml
 
 import framecast
 from framecast.cli import _values, main
-from framecast.compare import CompareConfig, build_compare_config, run_config
+from framecast.evaluation.compare import CompareConfig, build_compare_config, run_config
 from framecast.config import (
     DataConfig,
     RunConfig,

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 import framecast
-from framecast.compare import build_compare_config, run_config
+from framecast.evaluation.compare import build_compare_config, run_config
 from framecast.config import build_run_config, load_yaml, resolve_model_config, to_dict
 from framecast.errors import ConfigError
 from framecast.registry import get_entry, model_size
-from framecast.runner import make_task
+from framecast.training.runner import make_task
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.yaml"))

@@ -10,7 +10,7 @@ from framecast import create_model
 from framecast.config import build_run_config, load_yaml, merge
 from framecast.data import build_datasets
 from framecast.errors import FramecastError
-from framecast.runner import test_model as score
+from framecast.training.runner import test_model as score
 
 h5py = pytest.importorskip("h5py")
 xr = pytest.importorskip("xarray")

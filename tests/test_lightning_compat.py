@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback, Timer
 
 from framecast import lightning_compat as compat
 from framecast.config import build_run_config, merge
-from framecast.runner import fit
+from framecast.training.runner import fit
 
 
 class Probe(Callback):

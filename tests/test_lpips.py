@@ -14,7 +14,7 @@ lpips = pytest.importorskip("lpips", reason="the optional lpips extra is not ins
 
 
 def test_missing_weights_name_the_file(tmp_path, monkeypatch):
-    from framecast.lpips_metric import LPIPS, try_lpips
+    from framecast.evaluation.lpips_metric import LPIPS, try_lpips
 
     monkeypatch.setenv("FRAMECAST_ALEXNET", str(tmp_path / "alexnet-owt-7be5be79.pth"))
     with pytest.raises(FramecastError, match=r"alexnet-owt-7be5be79.pth is missing; put .* there"):
@@ -26,8 +26,8 @@ def test_missing_weights_name_the_file(tmp_path, monkeypatch):
 def test_lpips_with_local_weights(tmp_path, monkeypatch):
     import torchvision
 
-    from framecast import metrics
-    from framecast.lpips_metric import LPIPS
+    from framecast.evaluation import metrics
+    from framecast.evaluation.lpips_metric import LPIPS
 
     torch.manual_seed(0)
     path = tmp_path / "alexnet.pth"

@@ -115,7 +115,7 @@ def test_checkpointing_some_or_all_cells_gives_the_same_gradients(lean):
 
 _FREED = """
 import os, sys, torch
-from framecast.memory import fix_mmap_threshold
+from framecast.speed.memory import fix_mmap_threshold
 done = fix_mmap_threshold() if sys.argv[1] == "fixed" else None
 page = os.sysconf("SC_PAGE_SIZE")
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
@@ -175,7 +175,7 @@ def _grads(model, clip, arena=None, channels_last=False):
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_the_arena_gives_the_same_loss_and_gradients_bit_for_bit(name, overrides, channels_last):
-    from framecast.memory import ActivationArena
+    from framecast.speed.memory import ActivationArena
     from framecast.registry import model_size
 
     torch.manual_seed(0)
@@ -195,7 +195,7 @@ def test_the_arena_gives_the_same_loss_and_gradients_bit_for_bit(name, overrides
 
 
 def test_the_arena_reuses_its_blocks_and_copies_a_tensor_saved_twice_once():
-    from framecast.memory import ActivationArena
+    from framecast.speed.memory import ActivationArena
 
     torch.manual_seed(0)
     model = framecast.create_model("predrnn", **KW).train()
@@ -221,7 +221,7 @@ def test_the_arena_gives_its_blocks_back_during_the_backward_pass():
     """By default (release) a block goes back to the system as soon as the backward pass has
     freed what it held, so the backward pass's own temporaries do not come on top of a full arena;
     the next forward pass takes fresh blocks."""
-    from framecast.memory import ActivationArena
+    from framecast.speed.memory import ActivationArena
 
     torch.manual_seed(0)
     model = framecast.create_model("predrnn", **KW).train()
@@ -242,7 +242,7 @@ def test_the_arena_gives_its_blocks_back_during_the_backward_pass():
 
 
 def test_a_recomputable_tensor_is_kept_as_its_inputs_with_the_same_gradients():
-    from framecast.memory import ActivationArena, recomputable
+    from framecast.speed.memory import ActivationArena, recomputable
 
     x = torch.randn(64, 64, requires_grad=True)
 
@@ -268,7 +268,7 @@ def test_in_the_arena_a_predrnn_cell_step_keeps_11_tensors(name):
     """Through the arena, [c', m'] is kept as c', m' (which the next step keeps anyway) and
     PredRNN-V2's increments i * g, i' * g' as their factors: 11 (B, nh, H, W) tensors per cell
     step for both (7 gates, tanh(conv_last), h, c, m), from 13 and 15 without it."""
-    from framecast.memory import ActivationArena
+    from framecast.speed.memory import ActivationArena
 
     torch.manual_seed(0)
     model = framecast.create_model(name, **{**KW, "num_hidden": (32, 32)}).train()
@@ -287,7 +287,7 @@ def test_in_the_arena_a_predrnn_cell_step_keeps_11_tensors(name):
 def test_the_arena_keeps_two_graphs_apart_and_leaves_what_cannot_help():
     """Two forward passes before either backward (gradient accumulation by hand) must not
     share blocks; parameters, small tensors and strided views are saved as they are."""
-    from framecast.memory import ActivationArena
+    from framecast.speed.memory import ActivationArena
 
     arena = ActivationArena(block_bytes=1 << 12, min_bytes=1024)
     w = torch.nn.Parameter(torch.randn(32, 32))
@@ -307,8 +307,7 @@ def test_the_arena_keeps_two_graphs_apart_and_leaves_what_cannot_help():
 
 
 def test_the_arena_trims_the_heap_after_blocks_of_small_tensors_only(monkeypatch):
-    from framecast import memory
-
+    from framecast.speed import memory
     calls = []
     monkeypatch.setattr(memory, "malloc_trim", lambda: calls.append(1))
     x = torch.randn(64, 64, requires_grad=True)  # 16 KiB
@@ -327,7 +326,7 @@ def test_the_arena_trims_the_heap_after_blocks_of_small_tensors_only(monkeypatch
 def test_the_arena_steps_aside_after_a_first_pass_that_fills_less_than_a_block():
     """Small activations: the heap holds them as well as the arena would, so the hooks' per-tensor
     cost is skipped from the second pass on; large ones keep it."""
-    from framecast.memory import ActivationArena, saving_if_worthwhile
+    from framecast.speed.memory import ActivationArena, saving_if_worthwhile
 
     x = torch.randn(64, 64, requires_grad=True)  # 16 KiB
     for block_bytes, worthwhile in ((1 << 20, False), (32 << 10, True)):
@@ -341,8 +340,8 @@ def test_the_arena_steps_aside_after_a_first_pass_that_fills_less_than_a_block()
 
 def test_the_task_trains_through_the_arena_by_default():
     from framecast.config import RunConfig, build_dataclass
-    from framecast.memory import ActivationArena
-    from framecast.runner import make_task
+    from framecast.speed.memory import ActivationArena
+    from framecast.training.runner import make_task
 
     cfg = build_dataclass(RunConfig, {"model": {"name": "predrnn", "num_hidden": [8, 8], "filter_size": 3}})
     task = make_task(cfg)
@@ -373,7 +372,7 @@ def test_the_task_trains_through_the_arena_by_default():
 def test_a_recomputable_tensor_changed_in_place_is_copied_and_recipes_do_not_nest():
     """The recipe holds only while ``out`` is as it was marked; a recipe whose input is itself
     kept as a recipe is not made (``out`` is copied instead): gradients as without the arena."""
-    from framecast.memory import ActivationArena, recomputable
+    from framecast.speed.memory import ActivationArena, recomputable
 
     x = torch.randn(64, 64, requires_grad=True)
     w = torch.randn(64, 64, requires_grad=True)

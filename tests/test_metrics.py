@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from framecast import metrics as M
+from framecast.evaluation import metrics as M
 from framecast.data.moving_mnist import fixed_test_set, shipped_digits
 
 
@@ -63,7 +63,7 @@ def test_training_flops_of_grouped_convolutions_are_three_forwards():
     """torch's counter counts a grouped conv's weight gradient as dense; framecast's does not."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from framecast.compare import flop_counter
+    from framecast.evaluation.compare import flop_counter
 
     def train_flops(conv, counter):
         x = torch.randn(2, 16, 12, 12, requires_grad=True)

@@ -5,8 +5,8 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from framecast.config import build_run_config
-from framecast.runner import fit
-from framecast.schedules import onecycle_lr
+from framecast.training.runner import fit
+from framecast.training.schedules import onecycle_lr
 
 BATCHES = 8
 LR = 1e-2

@@ -1,4 +1,4 @@
-"""Prepacked bf16 convolutions for inference (framecast.packed): the Forecaster's bf16 forecasts
+"""Prepacked bf16 convolutions for inference (framecast.speed.packed): the Forecaster's bf16 forecasts
 on a CPU, the same as autocast's within bf16 rounding, the caller's model untouched."""
 
 import numpy as np
@@ -8,7 +8,7 @@ from torch import nn
 
 import framecast
 from framecast.forecasting import Forecaster
-from framecast.packed import PackedConv2d, available, pack_convolutions
+from framecast.speed.packed import PackedConv2d, available, pack_convolutions
 
 pytestmark = pytest.mark.skipif(not available(), reason="this torch has no oneDNN convolution ops")
 

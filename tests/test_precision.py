@@ -1,5 +1,5 @@
-"""precision: auto and channels_last: auto (framecast.precision), the machine profile
-(framecast.machine), and that bf16-mixed keeps quality: training per step and forecasts.
+"""precision: auto and channels_last: auto (framecast.speed.precision), the machine profile
+(framecast.speed.machine), and that bf16-mixed keeps quality: training per step and forecasts.
 
 The choice is tested with a timing stub (``probe_steps`` replaced): both branches, whatever this
 machine's own bf16 speed is. The cache lives in ``tmp_path`` (``FRAMECAST_CACHE``)."""
@@ -12,16 +12,16 @@ import pytest
 import torch
 
 import framecast
-from framecast import machine
-from framecast import precision as P
+from framecast.speed import machine
+from framecast.speed import precision as P
 from framecast.config import TrainConfig, build_run_config, merge, to_dict
 from framecast.data.moving_mnist import generate, shipped_digits
 from framecast.errors import ConfigError
-from framecast.forecasting import Forecaster, is_channels_last
+from framecast.forecasting.forecaster import Forecaster, is_channels_last
 from framecast.registry import get_entry
-from framecast.runner import ConfigChanged, fit
-from framecast.runner import test_model as score_model
-from framecast.task import FrameTask
+from framecast.training.runner import ConfigChanged, fit
+from framecast.training.runner import test_model as score_model
+from framecast.training.task import FrameTask
 
 TRAINABLE = [n for n in framecast.list_models() if get_entry(n).trainable]
 
@@ -399,7 +399,7 @@ def test_forecaster_runs_a_copy_in_the_layout_its_probe_found_faster(monkeypatch
 
 
 def test_compare_report_records_machine_and_precision(monkeypatch, tiny_overrides, tmp_path):
-    from framecast.compare import build_compare_config, compare
+    from framecast.evaluation.compare import build_compare_config, compare
 
     stub(monkeypatch, bf16_speed=0.7, cl_speed=1.2)
     values = {

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from framecast.checkpoint import read_checkpoint
 from framecast.config import build_run_config, merge
 from framecast.errors import FramecastError
-from framecast.runner import fit
+from framecast.training.runner import fit
 
 
 class StartStep(Callback):
@@ -104,8 +104,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_overr
 
 
 def test_a_nonfinite_loss_can_skip_the_step(tiny_overrides, monkeypatch, capsys):
-    from framecast import task as task_module
-
+    from framecast.training import task as task_module
     calls = {"n": 0}
     real = task_module.FrameTask.loss
 

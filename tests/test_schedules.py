@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from framecast.schedules import reverse_sampling_probs, sampling_mask, scheduled_sampling_eta
+from framecast.training.schedules import reverse_sampling_probs, sampling_mask, scheduled_sampling_eta
 
 
 def test_reverse_scheduled_sampling_mnist_values():
@@ -29,7 +29,7 @@ def test_sampling_mask_shape_and_rates():
 
 
 def test_phydnet_teacher_forcing_ratio_and_mask():
-    from framecast.schedules import teacher_forcing_mask, teacher_forcing_ratio
+    from framecast.training.schedules import teacher_forcing_mask, teacher_forcing_ratio
 
     assert teacher_forcing_ratio(0) == 1.0
     assert teacher_forcing_ratio(100) == pytest.approx(0.7)

@@ -5,7 +5,7 @@ import torch
 
 from framecast.config import TrainConfig, to_dict
 from framecast.errors import FramecastError
-from framecast.task import FrameTask
+from framecast.training.task import FrameTask
 
 
 def task(**train) -> FrameTask:
@@ -40,7 +40,7 @@ def test_loss_includes_the_decoupling_term():
 
 def _fit_steps(tmp_path, reverse_input: bool, lr: float = 1e-3):
     from framecast.config import build_run_config
-    from framecast.runner import fit
+    from framecast.training.runner import fit
 
     cfg = build_run_config(
         {

@@ -8,9 +8,9 @@ import torch
 import framecast
 from framecast.checkpoint import export_safetensors, load_safetensors
 from framecast.cli import main
-from framecast.compare import build_compare_config, compare
+from framecast.evaluation.compare import build_compare_config, compare
 from framecast.config import build_run_config, merge
-from framecast.runner import fit
+from framecast.training.runner import fit
 
 
 def test_fit_writes_checkpoints_that_load_and_forecast(tiny_overrides, tmp_path):

@@ -129,7 +129,7 @@ def _config_help(parser: argparse.ArgumentParser, command: str, rest: list[str])
     except FramecastError:  # a missing --config file: its error comes when the command runs
         values = {}
     if command == "compare":
-        from framecast.compare import CompareConfig
+        from framecast.evaluation.compare import CompareConfig
 
         _add_options(parser, "comparison", CompareConfig, "", _field_defaults(CompareConfig), skip=("models",))
         parser.add_argument_group(
@@ -163,7 +163,7 @@ def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
         raise FramecastError(f"no model matches '{args.pattern}'; `framecast models` lists them all")
     import torch
 
-    from framecast.compare import registered_flops
+    from framecast.evaluation.compare import registered_flops
 
     width = max(map(len, names))
     order = ("published", "cpu", "test")
@@ -196,7 +196,7 @@ def _is_rank_zero() -> bool:
 def cmd_fit(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast.config import build_run_config, resolved_dict
     from framecast.io import previous_path
-    from framecast.runner import fit
+    from framecast.training.runner import fit
 
     cfg = build_run_config(_values(rest))
     if args.print_config:
@@ -252,7 +252,7 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
         to_dict,
     )
     from framecast.io import atomic_write_text
-    from framecast.runner import check_model_fits, describe_data, test_model
+    from framecast.training.runner import check_model_fits, describe_data, test_model
 
     values = _values(rest)
     if args.checkpoint:
@@ -280,7 +280,7 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
             )
         cfg = build_run_config(values)
         model = create_model(cfg.model_name, **resolve_model_config(cfg))
-    from framecast.compare import make_lpips
+    from framecast.evaluation.compare import make_lpips
 
     lpips = None if cfg.data.is_array else make_lpips(args.lpips, lambda m: print(m, file=sys.stderr))  # images only
     res = test_model(model, cfg, lpips=lpips)
@@ -302,7 +302,7 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def cmd_compare(args: argparse.Namespace, rest: list[str]) -> None:
-    from framecast.compare import build_compare_config, compare
+    from framecast.evaluation.compare import build_compare_config, compare
     from framecast.config import merge
 
     values = _values(rest)
@@ -321,7 +321,7 @@ def cmd_compare(args: argparse.Namespace, rest: list[str]) -> None:
 def _resolved_compare(cfg: Any) -> dict[str, Any]:
     """A comparison's config as plain values, each model's keys resolved from the registry (its
     own train overrides kept as given): loaded again, it runs the same comparison."""
-    from framecast.compare import run_config
+    from framecast.evaluation.compare import run_config
     from framecast.config import resolve_model_config, to_dict
 
     out = to_dict(cfg)

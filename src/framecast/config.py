@@ -226,7 +226,7 @@ class TrainerConfig:
     max_epochs: int = 10  # epochs to train (-1: no limit)
     max_steps: int = -1  # optimiser steps to train (-1: no limit)
     max_time_minutes: float | None = None  # wall-clock training budget in minutes (null: none)
-    # auto: the fastest of fp32 / bf16-mixed measured on this machine (framecast.precision);
+    # auto: the fastest of fp32 / bf16-mixed measured on this machine (framecast.speed.precision);
     # 32 | bf16-mixed | 16-mixed | ...: always obeyed
     precision: str = "auto"
     accelerator: str = "auto"  # Lightning's accelerator: auto | cpu | gpu | ...
@@ -242,7 +242,7 @@ class TrainerConfig:
     enable_progress_bar: bool = True  # progress: a bar on a terminal, plain lines in a log; false: none
     channels_last: bool | str = "auto"  # true | false | auto (measured with the precision)
     # CPU training: the activations kept for the backward pass are copied into 64 MiB blocks,
-    # given back as the backward pass frees them (framecast.memory.ActivationArena): the same
+    # given back as the backward pass frees them (framecast.speed.memory.ActivationArena): the same
     # results bit for bit, a lower memory peak
     activation_arena: bool = True
 

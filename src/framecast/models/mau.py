@@ -33,7 +33,7 @@ official code (ZhengChang467/MAU, core/models/MAU.py, core/layers/MAUCell.py). M
 OpenSTL's (``cell_list.{k}.conv_t.0.weight``, ``encoders.0.encoder_t_conv-1.weight``,
 ``decoders.{i}.c_decoder{i}.weight``, ``srcnn.0.weight``), so its weights load by name. Departures:
 
-* scheduled sampling is training policy (``framecast.schedules``): the model honours the mask it
+* scheduled sampling is training policy (``framecast.training.schedules``): the model honours the mask it
   is handed, at steps 1..T-2; OpenSTL's mask covers the future inputs only (its context inputs
   are always true), which is a mask of ones at the context steps here. openstl/methods/mau.py
   (the current, Lightning version) keeps ``self.eta = 1.0`` and discards the rate

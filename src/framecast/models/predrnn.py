@@ -19,7 +19,7 @@ PredRNN-V2 adds the memory decoupling loss: a shared 1x1 adapter (nh -> nh, no b
 the increments delta_c = i * g and delta_m = i' * g'; after L2-normalising over pixels, the
 mean absolute cosine similarity per layer and step is averaged over all (T-1) * L layer-steps
 and weighted by ``decouple_beta`` (0.1 on Moving MNIST, 0.01 on KTH). Reverse scheduled
-sampling is training policy and lives in ``framecast.schedules``.
+sampling is training policy and lives in ``framecast.training.schedules``.
 
 Sizes (``size=``): ``published`` is the papers' Moving MNIST 4 x 128, filter 5, patch 4; ``cpu``
 is the model section of ``configs/cpu/<name>.yaml``; ``test`` runs in seconds.
@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint
 
 from framecast.errors import ConfigError, FramecastError
 from framecast.layers import as_hw, check_patch, feedback_rollout, patchify, unpatchify
-from framecast.memory import recomputable
+from framecast.speed.memory import recomputable
 from framecast.models.base import Prediction, Predictor, check_cells
 from framecast.registry import register_model
 

@@ -47,7 +47,7 @@ configs/mmnist/PredRNNpp.py; module names equal OpenSTL's, so its weights load b
   OpenSTL and framecast: for the GHU only).
 * At least two cells (the GHU sits between the first two), all of one width (M passes through
   every cell); OpenSTL's ``stride`` (only 1 works) is not a field.
-* Scheduled sampling is training policy (``train.sampling: scheduled``, ``framecast.schedules``).
+* Scheduled sampling is training policy (``train.sampling: scheduled``, ``framecast.training.schedules``).
 
 The convolutions are OpenSTL's: in the first phase their inputs (x, H, C, M) differ and their
 outputs sum in different patterns, so no exact fusion has fewer than these four; fusing the

@@ -14,7 +14,7 @@ interleaved round by round, and keeps the fastest time of each. bf16-mixed is ch
 is at least ``BF16_MARGIN`` times as fast as the best fp32 candidate (it rounds: noise must not
 buy it). The probe stops starting rounds after ``PROBE_SECONDS`` (``WINDOW_SECONDS`` for a window
 model; a warm-up round, then 1-5 timed ones; 0.3-9 s on a 2-core CPU) and is cached per machine profile
-(``framecast.machine.profile_key``: CPU model and flags, torch and oneDNN versions, thread
+(``framecast.speed.machine.profile_key``: CPU model and flags, torch and oneDNN versions, thread
 count) and model shape, in ``$FRAMECAST_CACHE`` (else ``$XDG_CACHE_HOME/framecast``, else
 ``~/.cache/framecast``), under ``precision/``: the second run on the same machine pays nothing.
 A probe during which other processes took more than ``BUSY_SHARE`` of the CPU (Linux:
@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from framecast.errors import ConfigError
-from framecast.machine import machine_profile, profile_key
-from framecast.memory import malloc_trim
+from framecast.speed.machine import machine_profile, profile_key
+from framecast.speed.memory import malloc_trim
 
 AUTO = "auto"
 # $FRAMECAST_PRECISION=32 (or bf16-mixed) pins what `auto` resolves to on this machine: no probe,
@@ -363,7 +363,7 @@ def _timings(model, candidates, kind, shape, use_cache: bool) -> tuple[dict[str,
 
 
 def _run_probe(model, candidates, kind, batch, nc, nf, size) -> tuple[dict[str, float], dict[str, Any]]:
-    from framecast import precision as me  # tests replace probe_steps on the module
+    from framecast.speed import precision as me  # tests replace probe_steps on the module
 
     t0 = time.perf_counter()
     times, info = me.probe_steps(model, candidates, kind=kind, batch=batch, n_context=nc, n_future=nf, image_size=size)

@@ -38,11 +38,11 @@ from framecast.data import build_datasets
 from framecast.errors import FramecastError
 from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
-from framecast.machine import describe as describe_machine
-from framecast.machine import machine_profile
+from framecast.speed.machine import describe as describe_machine
+from framecast.speed.machine import machine_profile
 from framecast.registry import create_model, get_entry
-from framecast.runner import ConfigChanged, describe_data, fit, scored_data, test_model
-from framecast.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
+from framecast.training.runner import ConfigChanged, describe_data, fit, scored_data, test_model
+from framecast.evaluation.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
 
 
 @dataclass
@@ -182,7 +182,7 @@ def inference_speed(
 
 def make_lpips(mode: str, log=print):
     """The LPIPS scorer for ``mode`` (auto | on | off); auto says in one line why it is skipped."""
-    from framecast.lpips_metric import LPIPS, try_lpips
+    from framecast.evaluation.lpips_metric import LPIPS, try_lpips
 
     if mode == "off":
         return None

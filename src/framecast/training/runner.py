@@ -30,13 +30,13 @@ from framecast.errors import FramecastError, warn
 from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
-from framecast.memory import ActivationArena, fix_mmap_threshold
-from framecast.metrics import describe_array_metrics
-from framecast.precision import AUTO, Choice, static_precision
-from framecast.precision import resolve as resolve_precision
-from framecast.progress import PlainProgress, draws_on_a_terminal
-from framecast.run_logs import run_loggers
-from framecast.task import FrameTask, is_trainable
+from framecast.speed.memory import ActivationArena, fix_mmap_threshold
+from framecast.evaluation.metrics import describe_array_metrics
+from framecast.speed.precision import AUTO, Choice, static_precision
+from framecast.speed.precision import resolve as resolve_precision
+from framecast.training.progress import PlainProgress, draws_on_a_terminal
+from framecast.training.run_logs import run_loggers
+from framecast.training.task import FrameTask, is_trainable
 
 # Lightning's advice about worker counts and logging intervals is noise on tiny CPU runs. (Its
 # info chatter, devices and install tips, is a log, not a warning: make_trainer quiets it.)
@@ -100,7 +100,7 @@ def resolve_trainer(
     cfg: RunConfig, model: torch.nn.Module, kind: str = "train", stored: dict[str, Any] | None = None, log=None
 ) -> tuple[RunConfig, Choice]:
     """Resolve ``trainer.precision`` / ``trainer.channels_last`` ``auto`` for ``model`` on this
-    machine (``framecast.precision``: measured on a CPU, once per machine and model shape), put
+    machine (``framecast.speed.precision``: measured on a CPU, once per machine and model shape), put
     ``model`` in the chosen layout, and return ``cfg`` with the concrete values and the choice.
 
     ``kind``: ``train`` times a training step, ``infer`` a forward pass (testing). ``stored``:
@@ -286,7 +286,7 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
 def test_model(model: torch.nn.Module, cfg: RunConfig, lpips=None) -> dict[str, Any]:
     """Score ``model`` on the test set of ``cfg.data``; returns means and per-horizon lists.
 
-    ``lpips``: an optional ``framecast.lpips_metric.LPIPS`` scorer adding the ``lpips`` metric.
+    ``lpips``: an optional ``framecast.evaluation.lpips_metric.LPIPS`` scorer adding the ``lpips`` metric.
     The result's ``data`` names the clips scored (``scored_data``).
     """
     check_model_fits(model, cfg.data)

@@ -4,7 +4,7 @@ torch threads, torch and oneDNN versions (and the precision and layout a run use
 Every benchmark output and comparison report records ``machine_profile()``: a speed figure
 means nothing without it, because the same code runs bf16 at 0.6x fp32 on one 2-core CPU and
 at 1.6-4x on another. ``profile_key`` is the part that decides which precision is fastest; the
-precision probe (``framecast.precision``) caches its measurements under it.
+precision probe (``framecast.speed.precision``) caches its measurements under it.
 """
 
 import functools
@@ -17,8 +17,7 @@ from typing import Any
 
 import torch
 
-from framecast import memory
-
+from framecast.speed import memory
 # The CPU flags that decide what bf16 costs: AMX tiles (Sapphire Rapids and later) run bf16
 # matrix products several times faster than fp32; AVX512-BF16 alone may not beat fp32.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")

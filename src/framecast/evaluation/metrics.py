@@ -11,7 +11,7 @@ Conventions (PredRNN's official evaluation; OpenSTL's MSE/MAE are the same):
   sample covariance, K1 0.01, K2 0.03, data range 255, mean over the window-valid region),
   per clip and frame, averaged over channels;
 * ``psnr``: on the same uint8 frames, ``20 log10(255) - 10 log10(mse_per_pixel)`` per frame.
-* ``lpips`` (optional): AlexNet LPIPS on [-1, 1] frames, see ``framecast.lpips_metric``.
+* ``lpips`` (optional): AlexNet LPIPS on [-1, 1] frames, see ``framecast.evaluation.lpips_metric``.
 """
 
 import math
@@ -58,7 +58,7 @@ def per_frame(
     Args:
         pred: (B, T, C, H, W) predicted future frames (clipped to [0, 1] here).
         target: (B, T, C, H, W) true future frames in [0, 1].
-        lpips: an optional LPIPS scorer (``framecast.lpips_metric.LPIPS``) adding ``lpips``.
+        lpips: an optional LPIPS scorer (``framecast.evaluation.lpips_metric.LPIPS``) adding ``lpips``.
     """
     if pred.shape != target.shape or pred.dim() != 5:
         raise ValueError(

@@ -1,0 +1,1 @@
+"""Scoring and comparing models: the metrics, LPIPS, the comparison harness and its report."""
