@@ -165,6 +165,25 @@ def default_path(kind: str, machine: dict, *settings: object, suffix: str = ".js
         return str(path)
 
 
+def add_json_argument(parser: argparse.ArgumentParser, what: str = "the results") -> None:
+    """``--json [PATH]`` for a benchmark script: with PATH, write there; alone, to its default
+    name in ``benchmarks/results/`` (``json_path``)."""
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help=f"also write {what} here; --json alone: benchmarks/results/, named by what ran and where",
+    )
+
+
+def json_path(given: str | None, kind: str, machine: dict, *settings: object) -> str | None:
+    """Where ``--json`` writes: None when it was not given, PATH when it was, else ``default_path``."""
+    if given is None:
+        return None
+    return given or default_path(kind, machine, *settings)
+
+
 def provenance(machine: dict, argv: list[str] | None = None, today: datetime.date | None = None) -> dict:
     """``command``, ``date`` and ``machine`` for the top of a results file: the command line this
     process was started with (and the environment variables that change what it measures)."""
