@@ -19,7 +19,7 @@ This script measures, in one process:
   below it; otherwise only faster convolutions at batch 1 would.
 
     python benchmarks/batch1.py                  # ~1-2 min on a 2-core CPU
-    python benchmarks/batch1.py --json benchmarks/results/batch1.json
+    python benchmarks/batch1.py --json           # benchmarks/results/batch1-forecast-official-predrnn-<machine>.json
 """
 
 import argparse
@@ -28,6 +28,7 @@ import statistics
 import time
 
 import torch
+from results_tables import add_json_argument, json_path, provenance
 from speed import CLIP_LIMIT_FACTOR, conv_peak
 from torch import nn
 
@@ -193,7 +194,7 @@ def weight_reads(model: nn.Module, steps: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=8, help="alternating timed clips per variant")
-    p.add_argument("--json", help="also write the results here")
+    add_json_argument(p)
     args = p.parse_args()
     if not available():
         raise SystemExit("this torch or CPU has no oneDNN bf16 convolutions: nothing to pack, nothing to measure")
@@ -221,9 +222,11 @@ def main() -> None:
         f"  reading its {res['weight_bytes'] / 1e6:.0f} MB of bf16 weights 19 times {res['weight_reads_s']:.3f} s "
         f"({res['weight_read_gb_per_s']:.1f} GB/s)"
     )
-    if args.json:
-        out = {"machine": profile, "bf16_conv_peak_flop_per_s": peak, "gate_convolutions": convs, "clip": res}
-        atomic_write_text(args.json, json.dumps(out, indent=2))
+    path = json_path(args.json, "batch1-forecast", profile, "official", "predrnn")
+    if path:
+        out = {**provenance(profile), "bf16_conv_peak_flop_per_s": peak, "gate_convolutions": convs, "clip": res}
+        atomic_write_text(path, json.dumps(out, indent=2))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

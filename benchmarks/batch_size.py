@@ -13,6 +13,8 @@ and bf16-mixed, channels-last, and prints samples/s with the machine profile.
 import argparse
 import json
 
+from results_tables import add_json_argument, json_path, provenance, size_word
+
 import framecast
 from framecast.config import parse_set
 from framecast.errors import ConfigError
@@ -31,7 +33,7 @@ def main() -> None:
     p.add_argument("--n-future", type=int, default=10)
     p.add_argument("--seconds", type=float, default=40.0, help="time budget per model and batch")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model config key for every model")
-    p.add_argument("--json", help="also write the results here")
+    add_json_argument(p)
     args = p.parse_args()
     try:
         overrides = parse_set(args.set)
@@ -65,9 +67,11 @@ def main() -> None:
                 + f" ({info['rounds']} timed rounds)",
                 flush=True,
             )
-    if args.json:
-        doc = {"machine": profile, "frames": [args.n_context, args.n_future], "results": rows}
-        atomic_write_text(args.json, json.dumps(doc, indent=2))
+    path = json_path(args.json, "batch-size-train", profile, size_word(args.size), f"{args.seconds:g}s")
+    if path:
+        doc = {**provenance(profile), "frames": [args.n_context, args.n_future], "results": rows}
+        atomic_write_text(path, json.dumps(doc, indent=2))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

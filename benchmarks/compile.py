@@ -12,7 +12,7 @@ does not finish in time is recorded as such. Prints a table and writes JSON with
 profile and the precision and layout used.
 
     python benchmarks/compile.py                                  # ~10-20 min on a 2-core CPU
-    python benchmarks/compile.py --models convlstm --steps 5 --json benchmarks/results/compile.json
+    python benchmarks/compile.py --models convlstm --steps 5 --json   # benchmarks/results/compile-train-quick-fp32-<machine>.json
 """
 
 import argparse
@@ -24,6 +24,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from results_tables import add_json_argument, json_path, precision_word, provenance, size_word
 
 from framecast.io import atomic_write_text
 from framecast.speed.machine import describe, machine_profile
@@ -104,7 +105,7 @@ def main() -> None:
     p.add_argument("--n-future", type=int, default=10)
     p.add_argument("--timeout", type=float, default=900, help="seconds per variant (compile included)")
     p.add_argument("--payback", type=float, default=1.2)
-    p.add_argument("--json", help="also write the results here")
+    add_json_argument(p)
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # child: model variant
     args = p.parse_args()
     if args.one:
@@ -164,9 +165,11 @@ def main() -> None:
         f"30-min x: training steps in a 30-minute run over eager's, compile time included; a variant pays "
         f"at {args.payback}x"
     )
-    if args.json:
-        info = {"machine": profile, "payback_threshold": args.payback, "run_seconds": RUN_SECONDS, "results": rows}
-        atomic_write_text(args.json, json.dumps(info, indent=2))
+    path = json_path(args.json, "compile-train", profile, size_word("cpu"), precision_word(args.precision))
+    if path:
+        info = {**provenance(profile), "payback_threshold": args.payback, "run_seconds": RUN_SECONDS, "results": rows}
+        atomic_write_text(path, json.dumps(info, indent=2))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

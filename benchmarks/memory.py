@@ -27,6 +27,7 @@ import sys
 import time
 
 import torch
+from results_tables import add_json_argument, json_path, provenance, size_word
 
 from framecast.config import parse_set
 from framecast.errors import ConfigError
@@ -96,7 +97,7 @@ def main() -> None:
     )
     p.add_argument("--thp", action="store_true", help="THP_MEM_ALLOC_ENABLE=1: PyTorch's huge-page allocations")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a model config key for every model")
-    p.add_argument("--json", help="also write the results here")
+    add_json_argument(p)
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # child: model mode
     args = p.parse_args()
     try:
@@ -133,8 +134,10 @@ def main() -> None:
         losses = {r["last_loss"] for r in rows if r["model"] == name}
         if sum(r["model"] == name for r in rows) > 1:
             print(f"{name}: the same loss bit for bit in every mode: {len(losses) == 1}")
-    if args.json:
-        atomic_write_text(args.json, json.dumps({"machine": profile, "results": rows}, indent=2))
+    path = json_path(args.json, "memory-train", profile, size_word(args.size), "fp32")
+    if path:
+        atomic_write_text(path, json.dumps({**provenance(profile), "results": rows}, indent=2))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

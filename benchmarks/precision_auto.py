@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_tables import add_json_argument, json_path, provenance, size_word
+
 from framecast.io import atomic_write_text
 from framecast.speed.machine import describe, machine_profile
 
@@ -50,7 +52,7 @@ def main() -> None:
     p.add_argument("--models", default="convlstm,predrnn")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--json", help="also write the results here")
+    add_json_argument(p)
     p.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # child: model trainer-json out
     args = p.parse_args()
     if args.one:
@@ -91,8 +93,10 @@ def main() -> None:
         if r["model"] in base and r["run"] != "fp32":
             r["wall_vs_fp32"] = r["wall_s"] / base[r["model"]]["wall_s"]
             print(f"{r['model']:<10}{r['run']:<17} wall {r['wall_vs_fp32']:.3f}x the explicit fp32 run")
-    if args.json:
-        atomic_write_text(args.json, json.dumps({"machine": profile, "steps": args.steps, "results": rows}, indent=2))
+    path = json_path(args.json, "precision-auto-fit", profile, size_word("cpu"))  # one() runs the cpu sizes
+    if path:
+        atomic_write_text(path, json.dumps({**provenance(profile), "steps": args.steps, "results": rows}, indent=2))
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

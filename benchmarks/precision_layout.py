@@ -8,7 +8,7 @@ bf16 ran at 0.56-0.96x fp32 (AVX512-BF16, no AMX), on another (AMX) at several t
 Every output records the machine profile (``framecast.speed.machine``).
 
     python benchmarks/precision_layout.py
-    python benchmarks/precision_layout.py --json precision_layout.json
+    python benchmarks/precision_layout.py --json   # benchmarks/results/precision-layout-conv-<machine>.json
 """
 
 import argparse
@@ -18,6 +18,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from results_tables import add_json_argument, json_path, provenance
 
 from framecast.io import atomic_write_text
 from framecast.speed.machine import describe, machine_profile
@@ -42,7 +43,7 @@ def rate(fn, flops: float, seconds: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=1.5, help="time per measurement")
-    p.add_argument("--json", help="also write the rows here")
+    add_json_argument(p, "the rows")
     args = p.parse_args()
     rows = []
     profile = machine_profile()
@@ -73,9 +74,11 @@ def main() -> None:
     fp32 = {(r["shape"], r["pass"], r["layout"]): r["gflops"] for r in rows if r["dtype"] == "float32"}
     ratios = [r["gflops"] / fp32[r["shape"], r["pass"], r["layout"]] for r in rows if r["dtype"] == "bfloat16"]
     print(f"bf16 / fp32, same shape, pass and layout: {min(ratios):.2f}x to {max(ratios):.2f}x")
-    if args.json:
-        info = {"machine": profile, "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
-        atomic_write_text(args.json, json.dumps(info, indent=2))
+    path = json_path(args.json, "precision-layout-conv", profile)
+    if path:
+        info = {**provenance(profile), "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
+        atomic_write_text(path, json.dumps(info, indent=2))
+        print(f"wrote {path}")
 
 
 def _fwd_bwd(x: torch.Tensor, w: torch.Tensor, k: int) -> None:

@@ -13,6 +13,7 @@ quick``) or its ``published`` size (``--preset official``).
     python benchmarks/speed.py                       # recommended CPU sizes, batch 16
     python benchmarks/speed.py --preset official     # published sizes, e.g. 4 x 128, patch 4 (slow on a CPU)
     python benchmarks/speed.py --models convlstm --precision bf16 --json out.json
+    python benchmarks/speed.py --json                # benchmarks/results/speed-train-infer-quick-auto-<machine>.json
 
 ``--precision auto`` (the default) runs the framecast style in what framecast's own
 ``precision: auto`` picks for the model on this machine (``framecast.speed.precision``: its training
@@ -193,6 +194,9 @@ def measure(
 
 
 def main() -> None:
+    # benchmarks/, this script's folder; not at module level, where tests load this file alone
+    from results_tables import add_json_argument, json_path, provenance
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--preset",
@@ -211,7 +215,7 @@ def main() -> None:
     )
     p.add_argument("--n-context", type=int, default=10)
     p.add_argument("--n-future", type=int, default=10)
-    p.add_argument("--json", help="also write the results here")
+    add_json_argument(p)
     p.add_argument(
         "--set", default="{}", help="JSON model overrides for every model, e.g. '{\"checkpoint_cells\": true}'"
     )
@@ -334,9 +338,11 @@ def main() -> None:
         "memory of the process; 1 clip s = forecasting one clip at batch 1 (with --precision auto in the "
         "Forecaster's own precision and layout)"
     )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": profile, "conv_peak_flop_per_s": peaks, "results": rows}, f, indent=2)
+    if args.json is not None:
+        path = json_path(args.json, "speed-train-infer", profile, args.preset, args.precision)
+        with open(path, "w") as f:
+            json.dump({**provenance(profile), "conv_peak_flop_per_s": peaks, "results": rows}, f, indent=2)
+        print(f"wrote {path}")
     if args.check:
         failed = [line for line in check_targets(rows, peaks) if line.startswith("FAIL")]
         sys.exit(1 if failed else 0)

@@ -8,6 +8,10 @@ JSON and a plot.
     python benchmarks/time_to_quality.py configs/compare_all_quick.yaml --minutes 3 --marks 1,2,3
     python benchmarks/time_to_quality.py --reference                       # + configs/reference/*.yaml
 
+Results go to --out (default: benchmarks/results/time-to-quality-<minutes>min-mnist-auto-<machine>/,
+named by results_tables.results_name): results.json holds the command, date and machine at its top
+and each model's run, with its own command and date, under "results".
+
 The baselines in configs/reference/ run the official code's ConvLSTM the way that code runs it
 (contiguous fp32 or bf16, gates as two convolutions, constant learning rate) on the same data,
 budget and test set, so framecast's recommended configs are compared in the same benchmark.
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
+from results_tables import default_path, provenance
 
 from framecast.evaluation.compare import build_compare_config, run_config
 from framecast.config import build_run_config, load_yaml, merge, resolve_model_config
@@ -73,7 +78,7 @@ def main() -> None:
     p.add_argument("--reference", action="store_true", help="also run the baselines in configs/reference/")
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--marks", help="comma-separated minutes to test at (default: 6 evenly spaced)")
-    p.add_argument("--out", default="benchmarks/results/time_to_quality")
+    p.add_argument("--out", help="results folder (default: benchmarks/results/, named by what runs and where)")
     p.add_argument(
         "--target-mse", type=float, help="exit 1 if any model's last mark is above this test MSE (issue 7: 60)"
     )
@@ -86,10 +91,13 @@ def main() -> None:
         configs = builtin
     configs += sorted(glob.glob("configs/reference/*.yaml")) if args.reference else []
     marks = [float(m) for m in args.marks.split(",")] if args.marks else [args.minutes * i / 6 for i in range(1, 7)]
-    out = Path(args.out)
+    profile = machine_profile()
+    prov = provenance(profile)
+    out = Path(args.out or default_path("time-to-quality", profile, f"{args.minutes:g}min", "mnist", "auto", suffix=""))
     # Results of earlier runs stay unless the same model is measured again, so one config can
     # be re-run (or added) without losing the others.
-    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    doc = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    results = doc.get("results", {}) if "command" in doc else doc  # older files held the runs alone
     for path in configs:
         for label, run in runs_of(path, args.minutes, out).items():
             run.out_dir = str(out / "runs" / label)
@@ -111,8 +119,10 @@ def main() -> None:
                 "layout": used.get("layout"),
                 "precision_reason": used.get("reason"),
                 "machine": machine_profile(used.get("precision"), used.get("layout")),
+                "date": prov["date"],
+                "command": prov["command"],
             }
-            atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+            atomic_write_text(out / "results.json", json.dumps(_document(results, prov), indent=2))
     _table(results)
     _plot(results, out / "time_to_quality.png")
     print(f"wrote {out / 'results.json'} and {out / 'time_to_quality.png'}")
@@ -121,6 +131,16 @@ def main() -> None:
         print(f"target MSE <= {args.target_mse}: " + ("FAIL " + str(missed) if missed else "PASS"))
         if missed:
             raise SystemExit(1)
+
+
+def _document(results: dict, prov: dict) -> dict:
+    """results.json: the commands and newest date of its runs and this machine at the top, the runs under "results"."""
+    return {
+        "command": list(dict.fromkeys(r["command"] for r in results.values() if r.get("command"))),
+        "date": max((r["date"] for r in results.values() if r.get("date")), default=prov["date"]),
+        "machine": prov["machine"],
+        "results": results,
+    }
 
 
 def _is_reference(res: dict) -> bool:
