@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from framecast.evaluation.compare import flop_counter
+from framecast.registry import get_entry
 from framecast.speed.machine import describe, machine_profile
 from framecast.speed.memory import ActivationArena, applied, fix_mmap_threshold, saving_if_worthwhile
 from framecast.speed.precision import BF16_MARGIN, Choice, resolve
-from framecast.registry import get_entry
 
 # --preset -> the registered size every model runs at (models/<family>.py, register_model sizes=)
 PRESET_SIZES = {"quick": "cpu", "official": "published"}

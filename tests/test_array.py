@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import framecast
-from framecast.evaluation import metrics as M
 from framecast.cli import main
 from framecast.config import DataConfig, build_dataclass, build_run_config
 from framecast.data import array as A
 from framecast.data import build_datasets
 from framecast.errors import ConfigError, FramecastError
+from framecast.evaluation import metrics as M
 from framecast.training.runner import check_model_fits, fit
 from framecast.training.runner import test_model as score
 

@@ -242,8 +242,8 @@ def test_fit_output_in_a_log_is_plain_lines_without_lightning_chatter(tmp_path):
 def test_progress_follows_enable_progress_bar_and_the_terminal(tmp_path, monkeypatch):
     from lightning.pytorch.callbacks import ProgressBar
 
-    from framecast.training import runner
     from framecast.config import build_run_config
+    from framecast.training import runner
     from framecast.training.progress import PlainProgress
 
     def bar(enabled: bool, terminal: bool):

@@ -13,7 +13,6 @@ import yaml
 
 import framecast
 from framecast.cli import _values, main
-from framecast.evaluation.compare import CompareConfig, build_compare_config, run_config
 from framecast.config import (
     DataConfig,
     RunConfig,
@@ -27,6 +26,7 @@ from framecast.config import (
     to_dict,
 )
 from framecast.errors import ConfigError
+from framecast.evaluation.compare import CompareConfig, build_compare_config, run_config
 from framecast.registry import get_entry
 from framecast.validation import build_dataclass, field_help, type_label
 

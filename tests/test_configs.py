@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import framecast
-from framecast.evaluation.compare import build_compare_config, run_config
 from framecast.config import build_run_config, load_yaml, resolve_model_config, to_dict
 from framecast.errors import ConfigError
+from framecast.evaluation.compare import build_compare_config, run_config
 from framecast.registry import get_entry, model_size
 from framecast.training.runner import make_task
 

@@ -175,8 +175,8 @@ def _grads(model, clip, arena=None, channels_last=False):
 )
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_the_arena_gives_the_same_loss_and_gradients_bit_for_bit(name, overrides, channels_last):
-    from framecast.speed.memory import ActivationArena
     from framecast.registry import model_size
+    from framecast.speed.memory import ActivationArena
 
     torch.manual_seed(0)
     model = framecast.create_model(name, **{**model_size(name, "test"), **overrides}).train()

@@ -3,8 +3,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from framecast.evaluation import metrics as M
 from framecast.data.moving_mnist import fixed_test_set, shipped_digits
+from framecast.evaluation import metrics as M
 
 
 def _skimage(pred, target):

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 import framecast
-from framecast.speed import machine
-from framecast.speed import precision as P
 from framecast.config import TrainConfig, build_run_config, merge, to_dict
 from framecast.data.moving_mnist import generate, shipped_digits
 from framecast.errors import ConfigError
 from framecast.forecasting.forecaster import Forecaster, is_channels_last
 from framecast.registry import get_entry
+from framecast.speed import machine
+from framecast.speed import precision as P
 from framecast.training.runner import ConfigChanged, fit
 from framecast.training.runner import test_model as score_model
 from framecast.training.task import FrameTask

@@ -77,8 +77,8 @@ def test_a_checkpoint_without_a_stored_config_resumes_with_a_warning(run_dir, ca
 
 
 def test_compare_refuses_a_half_trained_model_with_another_config(tiny_overrides, tmp_path):
-    from framecast.evaluation.compare import build_compare_config, compare, run_config
     from framecast.errors import FramecastError
+    from framecast.evaluation.compare import build_compare_config, compare, run_config
     from framecast.training.runner import fit
 
     values = {

@@ -8,8 +8,8 @@ import torch
 import framecast
 from framecast.checkpoint import export_safetensors, load_safetensors
 from framecast.cli import main
-from framecast.evaluation.compare import build_compare_config, compare
 from framecast.config import build_run_config, merge
+from framecast.evaluation.compare import build_compare_config, compare
 from framecast.training.runner import fit
 
 

@@ -302,8 +302,8 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def cmd_compare(args: argparse.Namespace, rest: list[str]) -> None:
-    from framecast.evaluation.compare import build_compare_config, compare
     from framecast.config import merge
+    from framecast.evaluation.compare import build_compare_config, compare
 
     values = _values(rest)
     if args.models:
@@ -321,8 +321,8 @@ def cmd_compare(args: argparse.Namespace, rest: list[str]) -> None:
 def _resolved_compare(cfg: Any) -> dict[str, Any]:
     """A comparison's config as plain values, each model's keys resolved from the registry (its
     own train overrides kept as given): loaded again, it runs the same comparison."""
-    from framecast.evaluation.compare import run_config
     from framecast.config import resolve_model_config, to_dict
+    from framecast.evaluation.compare import run_config
 
     out = to_dict(cfg)
     for label, spec in cfg.models.items():

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from framecast.speed import memory
+
 # The CPU flags that decide what bf16 costs: AMX tiles (Sapphire Rapids and later) run bf16
 # matrix products several times faster than fp32; AVX512-BF16 alone may not beat fp32.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")

@@ -27,11 +27,11 @@ from framecast.config import (
 )
 from framecast.data import FrameDataModule
 from framecast.errors import FramecastError, warn
+from framecast.evaluation.metrics import describe_array_metrics
 from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
 from framecast.speed.memory import ActivationArena, fix_mmap_threshold
-from framecast.evaluation.metrics import describe_array_metrics
 from framecast.speed.precision import AUTO, Choice, static_precision
 from framecast.speed.precision import resolve as resolve_precision
 from framecast.training.progress import PlainProgress, draws_on_a_terminal

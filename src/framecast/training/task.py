@@ -14,11 +14,11 @@ import torchmetrics
 from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
-from framecast.evaluation import metrics as M
 from framecast.config import TrainConfig, build_dataclass
 from framecast.errors import FramecastError
-from framecast.speed.memory import ActivationArena, saving_if_worthwhile
+from framecast.evaluation import metrics as M
 from framecast.registry import create_model, get_entry
+from framecast.speed.memory import ActivationArena, saving_if_worthwhile
 from framecast.training.schedules import (
     onecycle_lr,
     reverse_sampling_probs,
