@@ -18,6 +18,7 @@ from framecast.data import array as A
 from framecast.data import build_datasets
 from framecast.errors import ConfigError, FramecastError
 from framecast.evaluation import metrics as M
+from framecast.resolve import resolve_data, resolve_run
 from framecast.training.runner import check_model_fits, fit
 from framecast.training.runner import test_model as score
 
@@ -39,8 +40,9 @@ def series(t=90, c=2, h=8, w=16, seed=0):
 
 
 def data_cfg(path, **kw):
+    """An array data config as a run's entry resolves it (its shape read from the file)."""
     values = {"name": "array", "path": str(path), "n_context": 3, "n_future": 2, "batch_size": 4, **kw}
-    return build_dataclass(DataConfig, values, prefix="data.")
+    return resolve_data(build_dataclass(DataConfig, values, prefix="data."))
 
 
 def run_values(tmp_path, path, model=None, **data):
@@ -136,8 +138,8 @@ def test_npy_series_round_trip_through_the_cli(tmp_path, capsys, monkeypatch):
 
 def test_netcdf_round_trip_keeps_variables_coordinates_and_a_forecast_time_axis(tmp_path, capsys):
     ds = weather_nc(tmp_path / "w.nc")
-    cfg = build_run_config(run_values(tmp_path, tmp_path / "w.nc", model={**TINY, "name": "predrnn"}))
-    assert cfg.data.channels == 3 and cfg.data.image_size == (8, 16)  # t2m and z at two levels, from the file
+    cfg = resolve_run(build_run_config(run_values(tmp_path, tmp_path / "w.nc", model={**TINY, "name": "predrnn"})))
+    assert cfg.config.data.channels == 3 and cfg.config.data.image_size == (8, 16)  # t2m and z at two levels, from the file
     best = fit(cfg)["best_checkpoint"]
     model = framecast.load_checkpoint(best)
     assert model.checkpoint_meta["array"]["channels"] == ["t2m", "z[level=500]", "z[level=850]"]
@@ -253,6 +255,26 @@ def test_config_image_size_and_channels_for_arrays_and_videos(tmp_path):
     assert small.image_size == (3, 5) and build_datasets(small)["val"][0].shape == (5, 4, 3, 5)
     with pytest.raises(ConfigError, match="data.normalize must be standard, minmax or none"):
         data_cfg(tmp_path / "s.npy", normalize="zscore")
+
+
+def test_validation_never_opens_data_files(tmp_path, monkeypatch):
+    """A config is checked without reading its data: the data's shape is read once, when the run
+    is resolved at the entry (framecast.resolve)."""
+    import framecast.data.array as array
+
+    np.save(tmp_path / "s.npy", series(80, 4, 6, 10))
+
+    def refuse(cfg):
+        raise AssertionError("validation opened a data file")
+
+    monkeypatch.setattr(array, "open_data", refuse)
+    cfg = build_run_config(run_values(tmp_path, tmp_path / "s.npy"))
+    assert (cfg.data.channels, cfg.data.image_size) == (1, 64)  # the defaults: nothing read yet
+    monkeypatch.undo()
+    run = resolve_run(cfg)
+    assert (run.config.data.channels, run.config.data.image_size) == (4, (6, 10))
+    assert (run.model["channels"], run.model["image_size"]) == (4, [6, 10])
+    assert resolve_run(run) is run  # resolving happens once
 
 
 def test_the_range_check_belongs_to_the_data(tmp_path):

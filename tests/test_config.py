@@ -21,13 +21,12 @@ from framecast.config import (
     build_run_config,
     load_yaml,
     parse_set,
-    resolve_model_config,
-    resolved_dict,
     to_dict,
 )
 from framecast.errors import ConfigError
 from framecast.evaluation.compare import CompareConfig, build_compare_config, run_config
 from framecast.registry import get_entry
+from framecast.resolve import resolve_model_config, resolve_run
 from framecast.validation import build_dataclass, field_help, type_label
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,10 +254,10 @@ def test_print_config_prints_what_loads_back_to_the_same_run(capsys, tmp_path, m
     assert code == 0 and not err and not list(tmp_path.iterdir())  # nothing trained, nothing written
     printed = yaml.safe_load(out)
     cfg = build_run_config(_values(["--config", str(path), "--trainer.max_epochs", "3"]))
-    assert printed == resolved_dict(cfg)
+    assert printed == resolve_run(cfg).as_dict()
     assert printed["model"]["decouple_beta"] == 0.1 and printed["trainer"]["max_epochs"] == 3  # resolved keys
     (tmp_path / "printed.yaml").write_text(out)
-    assert resolved_dict(build_run_config(load_yaml(tmp_path / "printed.yaml"))) == printed
+    assert resolve_run(build_run_config(load_yaml(tmp_path / "printed.yaml"))).as_dict() == printed
 
 
 def test_compare_print_config_resolves_every_model_and_loads_back(capsys, tmp_path):

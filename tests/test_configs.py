@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 import framecast
-from framecast.config import build_run_config, load_yaml, resolve_model_config, to_dict
+from framecast.config import build_run_config, load_yaml, to_dict
 from framecast.errors import ConfigError
 from framecast.evaluation.compare import build_compare_config, run_config
 from framecast.registry import get_entry, model_size
+from framecast.resolve import resolve_model_config
 from framecast.training.runner import make_task
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"

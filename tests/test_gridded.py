@@ -10,6 +10,7 @@ from framecast import create_model
 from framecast.config import build_run_config, load_yaml, merge
 from framecast.data import build_datasets
 from framecast.errors import FramecastError
+from framecast.resolve import resolve_run
 from framecast.training.runner import test_model as score
 
 h5py = pytest.importorskip("h5py")
@@ -51,7 +52,7 @@ def taxibj(tmp_path_factory):
 
 def test_taxibj_follows_openstls_protocol(taxibj, capsys):
     values = merge(load_yaml(CONFIGS / "taxibj.yaml"), {"data": {"root": str(taxibj)}})
-    cfg = build_run_config(values)
+    cfg = resolve_run(build_run_config(values)).config  # the data's shape read from its files, once
     assert (cfg.data.n_context, cfg.data.n_future, cfg.data.channels, cfg.data.image_size) == (4, 4, 2, 32)
     ds = build_datasets(cfg.data)
     data = ds["test"].data
@@ -111,7 +112,7 @@ def weatherbench(root: Path, years=(2010, 2018), steps: int = 30, var: str = "2m
 def test_weatherbench_follows_openstls_t2m_protocol(tmp_path, capsys):
     weatherbench(tmp_path, years=(2008, 2018))  # 2008-2009 lie in the folder too: never read
     values = merge(load_yaml(CONFIGS / "weatherbench_t2m.yaml"), {"data": {"root": str(tmp_path)}})
-    cfg = build_run_config(values)
+    cfg = resolve_run(build_run_config(values)).config  # the data's shape read from its files, once
     assert (cfg.data.n_context, cfg.data.n_future, cfg.data.image_size, cfg.data.channels) == (12, 12, (32, 64), 1)
     ds = build_datasets(cfg.data)
     data = ds["train"].data
@@ -141,6 +142,6 @@ def test_weatherbench_missing_years_or_variables_are_named(tmp_path):
     weatherbench(tmp_path, years=(2010, 2016))
     values = merge(load_yaml(CONFIGS / "weatherbench_t2m.yaml"), {"data": {"root": str(tmp_path)}})
     with pytest.raises(FramecastError, match="needs the years 2017, 2018 at 5.625 deg, which are missing"):
-        build_run_config(values)
+        resolve_run(build_run_config(values))
     with pytest.raises(FramecastError, match="no folder 'geopotential_500' .* found: 2m_temperature"):
-        build_run_config(merge(values, {"data": {"variables": ["geopotential_500"]}}))
+        resolve_run(build_run_config(merge(values, {"data": {"variables": ["geopotential_500"]}})))

@@ -139,10 +139,6 @@ class DataConfig:
             f"data.root is missing: the folder that holds the {self.name} "
             + ("files" if self.name in self.ARRAYS else "videos"),
         )
-        if self.is_array:  # channels and frame size follow the array (metadata only; cached)
-            from framecast.data.array import fill_from_array
-
-            fill_from_array(self)
 
     @property
     def test_length(self) -> int:
@@ -369,36 +365,6 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
 
 def build_run_config(values: dict[str, Any]) -> RunConfig:
     return build_dataclass(RunConfig, values)
-
-
-def resolve_model_config(cfg: RunConfig) -> dict[str, Any]:
-    """The model's full config (registry defaults + run overrides), with data-derived sizes.
-
-    ``channels``, ``image_size``, ``n_context`` and ``n_future`` follow the data unless the model
-    sets them, in which case they must agree.
-    """
-    overrides = cfg.model_overrides
-    probe = model_config(cfg.model_name, **overrides)
-    derived = {
-        "channels": cfg.data.channels,
-        "image_size": cfg.data.image_size,
-        "n_context": cfg.data.n_context,
-        "n_future": cfg.data.n_future,
-    }
-    fields = {f.name for f in dataclasses.fields(probe)}
-    for key, value in derived.items():
-        if key not in fields:
-            continue
-        if key in overrides and overrides[key] != value:
-            raise ConfigError(f"model.{key}={overrides[key]} disagrees with data.{key}={value}; set only one of them")
-        overrides[key] = value
-    return to_dict(model_config(cfg.model_name, **overrides))
-
-
-def resolved_dict(cfg: RunConfig) -> dict[str, Any]:
-    """``cfg`` as plain values with the model's fields resolved from the registry: what
-    ``config.yaml`` holds and ``--print-config`` prints."""
-    return {**to_dict(cfg), "model": {"name": cfg.model_name, **resolve_model_config(cfg)}}
 
 
 def save_yaml(obj: dict[str, Any], path: str | Path) -> None:

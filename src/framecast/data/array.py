@@ -109,16 +109,14 @@ def open_data(cfg: DataConfig) -> Series | Clips:
     return gridded.OPENERS[cfg.name](cfg)
 
 
-def fill_from_array(cfg: DataConfig) -> None:
-    """Set ``cfg.channels`` and ``cfg.image_size`` to the array's own (``data.resize``: that
-    size instead): for arrays both follow the data, and the resolved config records them. Data
-    that is not on this machine leaves both as they are (reading it fails later, naming it)."""
+def array_shape(cfg: DataConfig) -> tuple[int, tuple[int, int]] | None:
+    """The array's channels and frame size (H, W) as training reads it (``data.resize``: that
+    size), from its metadata only; None where the data is not on this machine."""
     try:
         data = open_data(cfg)
     except SourceMissing:
-        return
-    h, w = tuple(cfg.resize) if cfg.resize else data.hw
-    cfg.channels, cfg.image_size = len(data.channels), h if h == w else (h, w)
+        return None
+    return len(data.channels), (tuple(cfg.resize) if cfg.resize else data.hw)
 
 
 def _show(hw) -> str:

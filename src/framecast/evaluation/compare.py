@@ -10,6 +10,7 @@ baselines, and writes a report folder:
 """
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -31,7 +32,6 @@ from framecast.config import (
     TrainerConfig,
     build_dataclass,
     merge,
-    resolve_model_config,
     to_dict,
 )
 from framecast.data import build_datasets
@@ -40,6 +40,7 @@ from framecast.evaluation.visualize import comparison_gif, plot_loss_curves, plo
 from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
 from framecast.registry import create_model, get_entry
+from framecast.resolve import ResolvedRun, resolve_data, resolve_model_config
 from framecast.speed.machine import describe as describe_machine
 from framecast.speed.machine import machine_profile
 from framecast.training.runner import ConfigChanged, describe_data, fit, scored_data, test_model
@@ -98,7 +99,7 @@ def run_config(cfg: CompareConfig, label: str) -> RunConfig:
         out_dir=str(Path(cfg.out_dir) / "runs" / label),
     )
     get_entry(name)
-    resolve_model_config(run)
+    resolve_model_config(run)  # a bad model key fails as the config is read, before any training
     return run
 
 
@@ -191,6 +192,7 @@ def make_lpips(mode: str, log=print):
 
 def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
     """Train, test and report every model of ``cfg``; returns the results mapping."""
+    cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))  # the data's shape, read once for every model
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = build_datasets(cfg.data)
@@ -217,6 +219,7 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
             if is_baseline
             else run_config(cfg, label)
         )
+        resolved = ResolvedRun(run, resolve_model_config(run))
         run_dir = Path(run.out_dir)
         done_file = run_dir / "result.json"
         fp = _fingerprint(run)
@@ -232,18 +235,18 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
             model = (
                 load_checkpoint(res["checkpoint"])
                 if res.get("checkpoint")
-                else create_model(run.model_name, **resolve_model_config(run))
+                else create_model(run.model_name, **resolved.model)
             )
         else:
             if is_baseline or not get_entry(run.model_name).trainable:
-                model = create_model(run.model_name, **resolve_model_config(run))
+                model = create_model(run.model_name, **resolved.model)
                 stats = {"train_seconds": 0.0, "epochs": 0, "steps": 0, "loss_curve": [], "best_checkpoint": None}
             else:
                 log(
                     f"[{label}] training ({'resuming' if (run_dir / 'checkpoints' / 'last.ckpt').is_file() else 'new run'}) -> {run_dir}"
                 )
                 try:
-                    stats = fit(run, resume=True)
+                    stats = fit(resolved, resume=True)
                 except ConfigChanged as e:
                     raise FramecastError(
                         f"{run_dir} holds a half-trained '{label}' trained with another config "
@@ -252,7 +255,7 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
                     ) from None
                 model = load_checkpoint(stats["best_checkpoint"])
             log(f"[{label}] testing on {describe_data(scored_data(cfg.data, len(data['test'])))}")
-            tested = test_model(model, run, lpips=scorer)
+            tested = test_model(model, resolved, lpips=scorer)
             model.eval()
             res = {
                 "model": run.model_name,
@@ -269,7 +272,7 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
                 "loss_curve": stats["loss_curve"],
                 "test": tested,  # test.precision: what testing ran in, and on which machine
                 "train_precision": stats.get("precision"),  # what training ran in (None: a baseline)
-                "config": resolve_model_config(run),
+                "config": resolved.model,
             }
             atomic_write_text(done_file, json.dumps(res, indent=2))
         results[label] = res

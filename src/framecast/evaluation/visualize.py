@@ -2,26 +2,17 @@
 
 from pathlib import Path
 
-import imageio.v3 as iio
 import matplotlib
 import numpy as np
-import torch
 from torch import Tensor
 
-from framecast.io import atomic_write, atomic_write_bytes
+from framecast.io import atomic_write
+from framecast.media import to_uint8, write_animation
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 GAP = 2  # pixels between panels
-
-
-def _to_uint8(frames: Tensor) -> np.ndarray:
-    """(..., C, H, W) float in [0, 1] -> (..., H, W, 3) uint8."""
-    x = frames.detach().float().clamp(0, 1).cpu()
-    if x.shape[-3] == 1:
-        x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
-    return (x.movedim(-3, -1) * 255).round().to(torch.uint8).numpy()
 
 
 def _tile(panels: list[list[np.ndarray]], bg: int = 128) -> np.ndarray:
@@ -58,8 +49,8 @@ def comparison_gif(
         clips: (N, T, C, H, W) true clips.
         preds: label -> (N, n_future, C, H, W) predictions.
     """
-    truth = _to_uint8(clips)
-    pred = {k: _to_uint8(v) for k, v in preds.items()}
+    truth = to_uint8(clips)
+    pred = {k: to_uint8(v) for k, v in preds.items()}
     frames = []
     for t in range(truth.shape[1]):
         rows = []
@@ -71,17 +62,15 @@ def comparison_gif(
             rows.append(row)
         img = _tile(rows)
         frames.append(np.kron(img, np.ones((scale, scale, 1), dtype=np.uint8)) if scale > 1 else img)
-    data = iio.imwrite("<bytes>", np.stack(frames), extension=".gif", duration=1000 // fps, loop=0)
-    atomic_write_bytes(path, data)
-    return Path(path)
+    return write_animation(frames, path, fps)
 
 
 def strip_png(clip: Tensor, preds: dict[str, Tensor], n_context: int, path: str | Path, scale: int = 2) -> Path:
     """A still strip for one clip: row of context, row of truth, then one row per model."""
-    ctx = _to_uint8(clip[:n_context])
-    truth = _to_uint8(clip[n_context:])
+    ctx = to_uint8(clip[:n_context])
+    truth = to_uint8(clip[n_context:])
     rows = [[_mark(f, GREEN) for f in ctx], [_mark(f, WHITE) for f in truth]]
-    rows += [[_mark(f, RED) for f in _to_uint8(p)] for p in preds.values()]
+    rows += [[_mark(f, RED) for f in to_uint8(p)] for p in preds.values()]
     img = _tile(rows)
     img = np.kron(img, np.ones((scale, scale, 1), dtype=np.uint8))
     fig_h = img.shape[0] / 100 + 0.2

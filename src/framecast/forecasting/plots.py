@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
+from framecast.media import write_animation
+
 
 def _rows(context: np.ndarray, pred: np.ndarray, truth: np.ndarray, c: int) -> tuple[float, float]:
     values = [context[:, c], pred[:, c]] + ([truth[:, c]] if len(truth) else [])
@@ -80,7 +82,6 @@ def forecast_gif(
     from PIL import Image
 
     from framecast.evaluation.visualize import plt
-    from framecast.io import atomic_write
 
     h, w = pred.shape[-2:]
     cols = 2 if len(truth) else 1
@@ -110,11 +111,5 @@ def forecast_gif(
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=72)
         plt.close(fig)
-        images.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    atomic_write(
-        path,
-        lambda fh: images[0].save(
-            fh, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
-        ),
-    )
-    return path
+        images.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    return write_animation(images, path, fps)

@@ -11,6 +11,7 @@ from framecast.errors import FramecastError
 from framecast.evaluation import metrics as M
 from framecast.forecasting.forecaster import Forecaster
 from framecast.layers import as_hw, show_size
+from framecast.media import to_uint8, write_animation
 
 
 def forecast_video(
@@ -64,8 +65,6 @@ def forecast_video(
 def write_forecast(context: Tensor, pred: Tensor, truth: Tensor, out: str | Path, fps: float) -> Path:
     """Side-by-side frames: left the video (context, then truth while it lasts), right the
     forecast; a green bar marks context frames, red marks predicted ones."""
-    from framecast.evaluation.visualize import _to_uint8
-    from framecast.io import atomic_write
 
     out = Path(out)
     h, w = context.shape[-2:]
@@ -80,49 +79,11 @@ def write_forecast(context: Tensor, pred: Tensor, truth: Tensor, out: str | Path
             left = truth[i] if i < len(truth) else blank
             right, color = pred[i], (220, 0, 0)
         img = np.concatenate(
-            [_to_uint8(left[None])[0], np.full((h, 2, 3), 128, np.uint8), _to_uint8(right[None])[0]], 1
+            [to_uint8(left[None])[0], np.full((h, 2, 3), 128, np.uint8), to_uint8(right[None])[0]], 1
         )
         top = np.zeros((bar, img.shape[1], 3), np.uint8)
         top[:] = color
         tiles.append(np.concatenate([top, img], 0))
     scale = max(1, 256 // max(h, w))
     tiles = [np.kron(t, np.ones((scale, scale, 1), np.uint8)) for t in tiles]
-    suffix = out.suffix.lower()
-    if suffix == ".gif":
-        from PIL import Image
-
-        imgs = [Image.fromarray(t) for t in tiles]
-        atomic_write(
-            out,
-            lambda fh: imgs[0].save(
-                fh, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0
-            ),
-        )
-    elif suffix == ".mp4":
-        _write_mp4(tiles, out, fps)
-    else:
-        raise FramecastError(f"{out}: write a .gif or an .mp4")
-    return out
-
-
-def _write_mp4(tiles: list[np.ndarray], out: Path, fps: float) -> None:
-    import io
-    from fractions import Fraction
-
-    import av
-
-    from framecast.io import atomic_write
-
-    buf = io.BytesIO()
-    h, w = (tiles[0].shape[0] // 2) * 2, (tiles[0].shape[1] // 2) * 2
-    with av.open(buf, mode="w", format="mp4") as container:
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for t in tiles:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(t[:h, :w]), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    atomic_write(out, lambda fh: fh.write(buf.getvalue()))
+    return write_animation(tiles, out, fps)

@@ -16,23 +16,16 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 
 from framecast.checkpoint import Resume, SafeCheckpointIO, resume_checkpoint
-from framecast.config import (
-    DataConfig,
-    RunConfig,
-    config_changes,
-    resolve_model_config,
-    resolved_dict,
-    save_yaml,
-    to_dict,
-)
+from framecast.config import DataConfig, RunConfig, config_changes, save_yaml, to_dict
 from framecast.data import FrameDataModule
 from framecast.errors import FramecastError, warn
 from framecast.evaluation.metrics import describe_array_metrics
 from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
+from framecast.resolve import ResolvedRun, resolve_data, resolve_run
 from framecast.speed.memory import ActivationArena, fix_mmap_threshold
-from framecast.speed.precision import AUTO, Choice, static_precision
+from framecast.speed.precision import AUTO, static_precision
 from framecast.speed.precision import resolve as resolve_precision
 from framecast.training.progress import PlainProgress, draws_on_a_terminal
 from framecast.training.run_logs import run_loggers
@@ -78,11 +71,12 @@ class TrainingClock(Callback):
         self.curve = [tuple(x) for x in state["curve"]]
 
 
-def make_task(cfg: RunConfig) -> FrameTask:
-    """The task of ``cfg`` (channels-last if ``trainer.channels_last`` is true; ``auto`` is
+def make_task(run: ResolvedRun | RunConfig) -> FrameTask:
+    """The task of ``run`` (channels-last if ``trainer.channels_last`` is true; ``auto`` is
     resolved by ``resolve_trainer``, which fit and test_model call next)."""
-    model_cfg = resolve_model_config(cfg)
-    task = FrameTask(cfg.model_name, model_cfg, cfg.data.n_context, cfg.data.n_future, to_dict(cfg.train))
+    run = resolve_run(run)
+    cfg = run.config
+    task = FrameTask(run.model_name, run.model, cfg.data.n_context, cfg.data.n_future, cfg.train)
     if cfg.trainer.channels_last is True:
         task.model.to(memory_format=torch.channels_last)
     task.arena = ActivationArena() if cfg.trainer.activation_arena else None
@@ -97,17 +91,17 @@ def _log_rank_zero(msg: str) -> None:
 
 
 def resolve_trainer(
-    cfg: RunConfig, model: torch.nn.Module, kind: str = "train", stored: dict[str, Any] | None = None, log=None
-) -> tuple[RunConfig, Choice]:
+    run: ResolvedRun, model: torch.nn.Module, kind: str = "train", stored: dict[str, Any] | None = None, log=None
+) -> ResolvedRun:
     """Resolve ``trainer.precision`` / ``trainer.channels_last`` ``auto`` for ``model`` on this
-    machine (``framecast.speed.precision``: measured on a CPU, once per machine and model shape), put
-    ``model`` in the chosen layout, and return ``cfg`` with the concrete values and the choice.
+    machine (``framecast.speed``: measured on a CPU, once per machine and model shape), put
+    ``model`` in the chosen layout, and return ``run`` with the concrete values and the choice.
 
     ``kind``: ``train`` times a training step, ``infer`` a forward pass (testing). ``stored``:
     the trainer section of the checkpoint being resumed; ``auto`` then keeps its values, so a
     resumed run keeps its arithmetic and ``check_resume`` sees no change.
     """
-    t, d = cfg.trainer, cfg.data
+    t, d = run.config.trainer, run.config.data
     choice = resolve_precision(
         model,
         t.precision,
@@ -123,8 +117,7 @@ def resolve_trainer(
         log=log or _log_rank_zero,
     )
     model.to(memory_format=torch.channels_last if choice.channels_last else torch.contiguous_format)
-    trainer = dataclasses.replace(t, precision=choice.precision, channels_last=choice.channels_last)
-    return dataclasses.replace(cfg, trainer=trainer), choice
+    return run.with_choice(choice)
 
 
 def _strategy(name: str) -> Any:
@@ -210,20 +203,24 @@ def check_resume(found: Resume, resolved: dict[str, Any], processes: int, log=wa
         )
 
 
-def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = None) -> dict[str, Any]:
+def fit(cfg: RunConfig | ResolvedRun, resume: bool = True, callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Train ``cfg``'s model; returns paths and training statistics.
+
+    ``cfg`` is resolved here once (``framecast.resolve``) unless it comes resolved.
 
     The run folder ``cfg.out_dir`` receives ``config.yaml`` (the resolved config),
     ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``, and TensorBoard logs in ``tb/``.
     With ``resume`` and a ``last.ckpt`` present, training continues from it, if it was trained
     with the same config (every checkpoint stores it; ``check_resume`` says what may differ).
     """
+    run = resolve_run(cfg)
+    cfg = run.config
     out = Path(cfg.out_dir)
     if not is_trainable(cfg.model_name):
         raise FramecastError(f"model '{cfg.model_name}' has no parameters to train; use `framecast test` on it")
     fix_mmap_threshold()  # with FRAMECAST_MALLOC=fixed: a step's peak memory stays its own (memory.py)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    task = make_task(cfg)
+    task = make_task(run)
     data = FrameDataModule(cfg.data)
     data.setup()  # fail on bad data before the run folder is touched
     if cfg.data.is_array:  # physical values: no [0, 1] check, masked NaNs, metrics in physical units
@@ -237,8 +234,9 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     # precision / channels_last auto -> concrete values (measured, cached, or the resumed
     # checkpoint's); the resolved config, config.yaml and every checkpoint store those
     stored = found.trainer if found is not None and AUTO in (cfg.trainer.precision, cfg.trainer.channels_last) else None
-    cfg, choice = resolve_trainer(cfg, task.model, "train", stored)
-    resolved = resolved_dict(cfg)  # what config.yaml holds (--print-config prints the same)
+    run = resolve_trainer(run, task.model, "train", stored)
+    cfg, choice = run.config, run.choice
+    resolved = run.as_dict()  # what config.yaml holds (--print-config prints the same)
     task.run_config = resolved  # every checkpoint stores it: its data, and what a resume must match
     best = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -283,19 +281,29 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     return stats
 
 
-def test_model(model: torch.nn.Module, cfg: RunConfig, lpips=None) -> dict[str, Any]:
+def test_model(model: torch.nn.Module, cfg: RunConfig | ResolvedRun, lpips=None) -> dict[str, Any]:
     """Score ``model`` on the test set of ``cfg.data``; returns means and per-horizon lists.
+
+    The model is scored as it is (its own config); of ``cfg`` only the data, the training
+    policy's metrics settings and the trainer are read (the data's shape is read from its files
+    here unless ``cfg`` comes resolved).
 
     ``lpips``: an optional ``framecast.evaluation.lpips_metric.LPIPS`` scorer adding the ``lpips`` metric.
     The result's ``data`` names the clips scored (``scored_data``).
     """
+    if isinstance(cfg, ResolvedRun):
+        cfg = cfg.config
+    else:
+        cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))
     check_model_fits(model, cfg.data)
     horizon = cfg.data.test_length - cfg.data.n_context
     arrays = cfg.data.is_array
     lpips = None if arrays else lpips  # LPIPS compares photographs
-    task = FrameTask(model.model_name, to_dict(model.config), cfg.data.n_context, horizon, to_dict(cfg.train), lpips)
+    task = FrameTask(model.model_name, to_dict(model.config), cfg.data.n_context, horizon, cfg.train, lpips)
     task.model.load_state_dict(model.state_dict())
-    cfg, choice = resolve_trainer(cfg, task.model, "infer")  # auto: the fastest forward pass here
+    # auto: the fastest forward pass here (the model's own config, not the run's, is scored)
+    scored = resolve_trainer(ResolvedRun(cfg, to_dict(model.config)), task.model, "infer")
+    cfg, choice = scored.config, scored.choice
     # arrays: the normalisation the checkpoint was trained with (a baseline fits it on train)
     stored = (getattr(model, "checkpoint_meta", None) or {}).get("array") if arrays else None
     data = FrameDataModule(cfg.data, normalization=stored)

@@ -14,7 +14,7 @@ import torchmetrics
 from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
-from framecast.config import TrainConfig, build_dataclass
+from framecast.config import TrainConfig, build_dataclass, to_dict
 from framecast.errors import FramecastError
 from framecast.evaluation import metrics as M
 from framecast.registry import create_model, get_entry
@@ -95,7 +95,7 @@ class FrameTask(L.LightningModule):
         model_config: the model's full config as a plain dict.
         n_context: context frames per clip.
         n_future: frames predicted after the context.
-        train: a ``TrainConfig`` as a plain dict.
+        train: the training policy (a ``TrainConfig``; a plain dict of one is validated).
     """
 
     def __init__(
@@ -104,13 +104,16 @@ class FrameTask(L.LightningModule):
         model_config: dict[str, Any],
         n_context: int,
         n_future: int,
-        train: dict[str, Any],
+        train: TrainConfig | dict[str, Any],
         lpips=None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["lpips"])
+        if not isinstance(train, TrainConfig):
+            train = build_dataclass(TrainConfig, train, prefix="train.")
+        self.save_hyperparameters({"model_name": model_name, "model_config": model_config, "n_context": n_context,
+                                   "n_future": n_future, "train": to_dict(train)})
         self.model = create_model(model_name, **model_config)
-        self.cfg: TrainConfig = build_dataclass(TrainConfig, train, prefix="train.")
+        self.cfg: TrainConfig = train
         self.n_context, self.n_future = n_context, n_future
         self.automatic_optimization = False  # one place for the whole step policy, incl. reverse_input
         self.skipped_steps = 0  # non-finite losses skipped (train.on_nonfinite: skip)

@@ -24,134 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from framecast.cli.options import _config_help, _config_usage, _print_yaml, _values
 from framecast.errors import FramecastError
-
-
-def _split_configs(rest: list[str]) -> tuple[list[str], list[str]]:
-    """Pull ``--config FILE`` pairs out of ``rest``; returns (files, other tokens)."""
-    files, other, i = [], [], 0
-    while i < len(rest):
-        tok = rest[i]
-        if tok == "--config":
-            if i + 1 >= len(rest):
-                raise FramecastError("--config needs a file")
-            files.append(rest[i + 1])
-            i += 2
-            continue
-        if tok.startswith("--config="):
-            files.append(tok.split("=", 1)[1])
-        else:
-            other.append(tok)
-        i += 1
-    return files, other
-
-
-def _values(rest: list[str]) -> dict[str, Any]:
-    from framecast.config import load_yaml, merge, parse_overrides
-
-    files, tokens = _split_configs(rest)
-    values: dict[str, Any] = {}
-    for f in files:
-        values = merge(values, load_yaml(f))
-    return merge(values, parse_overrides(tokens))
-
-
-# Model keys that follow the data section unless the model section sets them (resolve_model_config)
-_FROM_DATA = ("channels", "image_size", "n_context", "n_future")
-
-
-def _field_defaults(cls: type) -> dict[str, Any]:
-    import dataclasses
-
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-    return out
-
-
-def _add_options(parser: argparse.ArgumentParser, title: str, cls: type, prefix: str, defaults: dict, skip=()) -> None:
-    """One help group: every field of dataclass ``cls`` as ``--prefix.field TYPE`` with its
-    meaning (the comment beside it, framecast.validation.field_help) and its default."""
-    import dataclasses
-    import typing
-
-    from framecast.config import show_value
-    from framecast.validation import field_help, type_label
-
-    group = parser.add_argument_group(title)
-    hints, helps = typing.get_type_hints(cls), field_help(cls)
-    for f in dataclasses.fields(cls):
-        if f.init and f.name not in skip and not dataclasses.is_dataclass(hints[f.name]):
-            default = defaults.get(f.name, "")
-            text = f"{helps[f.name]} (default: {show_value(default)})".lstrip()
-            group.add_argument(f"--{prefix}{f.name}", metavar=type_label(hints[f.name]), help=text.replace("%", "%%"))
-
-
-def _model_options(parser: argparse.ArgumentParser, name: str | None, command: str) -> None:
-    """The model group: the chosen model's own fields, or how to see them."""
-    from framecast.config import RunConfig, to_dict
-    from framecast.registry import get_entry, list_models, model_config
-
-    group = parser.add_argument_group("model: the model and its own keys (models/<family>.py)")
-    default = RunConfig().model_name if command == "fit" else "the checkpoint's; or a baseline"
-    group.add_argument(
-        "--model.name", metavar="str", help=f"a registered model: {', '.join(list_models())} (default: {default})"
-    )
-    entry = get_entry(name) if name else None
-    sizes = ", ".join(entry.sizes) if entry and entry.sizes else "published, cpu, test"
-    group.add_argument("--model.size", metavar="str", help=f"a registered size, {sizes}; explicit keys win over it")
-    if entry is None:
-        group.description = (
-            f"The model's own keys depend on --model.name: `framecast {command} --model.name predrnn --help` "
-            "lists predrnn's."
-        )
-        return
-    try:
-        defaults = to_dict(model_config(name))
-    except FramecastError:  # defaults that do not stand alone (they need the data's sizes)
-        defaults = {**_field_defaults(entry.config_cls), **entry.defaults}
-    defaults = {k: f"data.{k}" if k in _FROM_DATA else v for k, v in defaults.items()}
-    _add_options(
-        parser, f"model: {name}'s own keys ({entry.config_cls.__name__})", entry.config_cls, "model.", defaults
-    )
-
-
-def _config_help(parser: argparse.ArgumentParser, command: str, rest: list[str]) -> str:
-    """``framecast COMMAND --help``: the command's flags, then every config key of every section
-    with its type, default and meaning, taken from the dataclasses."""
-    from framecast.config import DataConfig, RunConfig, TrainConfig, TrainerConfig
-
-    try:
-        values = _values(rest)
-    except FramecastError:  # a missing --config file: its error comes when the command runs
-        values = {}
-    if command == "compare":
-        from framecast.evaluation.compare import CompareConfig
-
-        _add_options(parser, "comparison", CompareConfig, "", _field_defaults(CompareConfig), skip=("models",))
-        parser.add_argument_group(
-            "models.<label>: a model's keys",
-            "Each model's section takes its registry name (name, default: the label), its own keys "
-            "(`framecast fit --model.name LABEL --help` lists them) and a train section of its own.",
-        )
-    else:
-        model = values.get("model")
-        _model_options(parser, model.get("name") if isinstance(model, dict) else None, command)
-        _add_options(parser, "run", RunConfig, "", _field_defaults(RunConfig), skip=("model",))
-    for section, cls in (("data", DataConfig), ("train", TrainConfig), ("trainer", TrainerConfig)):
-        _add_options(
-            parser, f"{section}: {(cls.__doc__ or '').strip().rstrip('.')}", cls, f"{section}.", _field_defaults(cls)
-        )
-    return parser.format_help()
-
-
-def _print_yaml(values: dict[str, Any]) -> None:
-    import yaml
-
-    print(yaml.safe_dump(values, sort_keys=False), end="")
 
 
 def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
@@ -194,20 +68,22 @@ def _is_rank_zero() -> bool:
 
 
 def cmd_fit(args: argparse.Namespace, rest: list[str]) -> None:
-    from framecast.config import build_run_config, resolved_dict
+    from framecast.config import build_run_config
     from framecast.io import previous_path
+    from framecast.resolve import resolve_run
     from framecast.training.runner import fit
 
-    cfg = build_run_config(_values(rest))
+    run = resolve_run(build_run_config(_values(rest)))  # once, here: everything below reads it
+    cfg = run.config
     if args.print_config:
-        _print_yaml(resolved_dict(cfg))
+        _print_yaml(run.as_dict())
         return
     if args.resume and args.no_resume:
         raise FramecastError("--resume and --no-resume contradict each other; pick one")
     last = Path(cfg.out_dir) / "checkpoints" / "last.ckpt"
     if args.resume and not (last.is_file() or previous_path(last).is_file()):
         raise FramecastError(f"--resume: no checkpoint to resume from in {last.parent}")
-    stats = fit(cfg, resume=not args.no_resume)
+    stats = fit(run, resume=not args.no_resume)
     if _is_rank_zero():
         print(json.dumps({k: v for k, v in stats.items() if k != "loss_curve"}, indent=2))
 
@@ -240,6 +116,8 @@ def _trained_data(checkpoint: str, model: Any) -> tuple[dict[str, Any] | None, s
 
 
 def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
+    import dataclasses
+
     from framecast import create_model, load_checkpoint
     from framecast.config import (
         TEST_SAFE_DATA_KEYS,
@@ -247,11 +125,11 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
         build_dataclass,
         build_run_config,
         merge,
-        resolve_model_config,
         show_value,
         to_dict,
     )
     from framecast.io import atomic_write_text
+    from framecast.resolve import ResolvedRun, resolve_data, resolve_run
     from framecast.training.runner import check_model_fits, describe_data, test_model
 
     values = _values(rest)
@@ -262,9 +140,11 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
             print(f"framecast: note: {guessed}", file=sys.stderr)
         values.setdefault("model", {})["name"] = model.model_name
         cfg = build_run_config(merge({"data": trained or {}}, values))  # the checkpoint's data by default
+        cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))
+        run = ResolvedRun(cfg, to_dict(model.config))  # the model is scored as it was trained
         check_model_fits(model, cfg.data)  # data the model cannot take: one error line, no note first
         if trained is not None and _is_rank_zero():
-            was, now = to_dict(build_dataclass(DataConfig, trained, prefix="data.")), to_dict(cfg.data)
+            was, now = to_dict(resolve_data(build_dataclass(DataConfig, trained, prefix="data."))), to_dict(cfg.data)
             changed = [k for k in now if k not in TEST_SAFE_DATA_KEYS and now[k] != was.get(k)]
             if changed:
                 print(
@@ -278,12 +158,13 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
             raise FramecastError(
                 "framecast test needs --checkpoint CKPT, or --model.name for a baseline such as copy_last"
             )
-        cfg = build_run_config(values)
-        model = create_model(cfg.model_name, **resolve_model_config(cfg))
+        run = resolve_run(build_run_config(values))
+        cfg = run.config
+        model = create_model(run.model_name, **run.model)
     from framecast.evaluation.compare import make_lpips
 
     lpips = None if cfg.data.is_array else make_lpips(args.lpips, lambda m: print(m, file=sys.stderr))  # images only
-    res = test_model(model, cfg, lpips=lpips)
+    res = test_model(model, run, lpips=lpips)
     if not _is_rank_zero():
         return  # under DDP every rank holds the gathered results; rank 0 writes them
     out = Path(args.out or (Path(args.checkpoint).parent.parent / "test" if args.checkpoint else "runs/test"))
@@ -321,8 +202,9 @@ def cmd_compare(args: argparse.Namespace, rest: list[str]) -> None:
 def _resolved_compare(cfg: Any) -> dict[str, Any]:
     """A comparison's config as plain values, each model's keys resolved from the registry (its
     own train overrides kept as given): loaded again, it runs the same comparison."""
-    from framecast.config import resolve_model_config, to_dict
+    from framecast.config import to_dict
     from framecast.evaluation.compare import run_config
+    from framecast.resolve import resolve_model_config
 
     out = to_dict(cfg)
     for label, spec in cfg.models.items():
@@ -501,16 +383,6 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         s.set_defaults(parser=s)
     return p
-
-
-def _config_usage(command: str) -> dict[str, Any]:
-    extra = {"fit": " [--resume | --no-resume] [--print-config]", "compare": " [--models a,b] [--print-config]"}
-    checkpoint = " [--checkpoint CKPT]" if command == "test" else ""
-    return {
-        "add_help": False,  # its own --help, after the config keys are known
-        "usage": f"framecast {command}{checkpoint} [--config FILE]... [--section.key VALUE]...{extra.get(command, '')}",
-        "description": "Config: YAML files (--config FILE) and --section.key VALUE overrides; later ones win.",
-    }
 
 
 def _one_line(e: BaseException) -> str:
