@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.framecast-installed
 VENV_MIN  ?= .venv-min
 MIN_STAMP := $(VENV_MIN)/.framecast-installed
 
-.PHONY: setup demo test bench lint clean setup-min test-min
+.PHONY: setup demo test bench lint clean setup-min test-min snapshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
+
+# Rewrite tests/data/shipped_configs_resolved.json after a deliberate change of a default or a config
+snapshot: $(STAMP)
+	FRAMECAST_WRITE_SNAPSHOT=1 $(BIN)/python -m pytest tests/test_config.py -k shipped -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
