@@ -1,0 +1,75 @@
+"""Imperfect context: the robustness test of PredBench (Wang et al. 2024,
+https://arxiv.org/abs/2407.08418), which scores a model on clips whose context frames were
+dropped, duplicated or noised, against the same clips clean.
+
+Each corruption touches the context frames only (the future a model is scored on stays the
+truth), at a given ``rate`` and ``seed``: the same seed corrupts the same clips the same way,
+whatever the batch size, so every figure is reproducible from its seed.
+
+- ``drop``: each context frame after the first is lost with probability ``rate`` and the frame
+  before it is shown again in its place (a camera or a link that drops frames);
+- ``duplicate``: going back from the last context frame, each frame is shown twice with
+  probability ``rate``; the newest frame stays last (aligned with the future), the history
+  before it is stretched (a stuttering stream);
+- ``noise``: Gaussian noise of standard deviation ``rate`` on every context frame, in the data's
+  units (images: the [0, 1] scale, clipped back to it; arrays: normalised values).
+"""
+
+import torch
+from torch import Tensor
+
+from framecast.errors import ConfigError
+
+KINDS = ("drop", "duplicate", "noise")
+
+
+def corrupt_context(
+    clips: Tensor,
+    n_context: int,
+    kind: str,
+    rate: float,
+    seed: int,
+    first_index: int = 0,
+    value_range: tuple[float, float] | None = (0.0, 1.0),
+) -> Tensor:
+    """``clips`` (B, T, C, H, W) with their first ``n_context`` frames corrupted by ``kind``.
+
+    ``first_index``: the index of ``clips[0]`` in the test split; clip ``i`` draws from a
+    generator seeded with ``(seed, first_index + i)``, so results do not depend on batching.
+    ``value_range``: where noised frames are clipped to (None: not clipped, for arrays).
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"robustness: unknown corruption '{kind}'; choose from {', '.join(KINDS)}")
+    if kind != "noise" and not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"robustness: a {kind} rate is a probability in [0, 1], got {rate}")
+    if kind == "noise" and rate < 0:
+        raise ConfigError(f"robustness: the noise's standard deviation must not be negative, got {rate}")
+    out = clips.clone()
+    for i in range(clips.shape[0]):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + first_index + i)
+        ctx = clips[i, :n_context]  # (n_context, C, H, W)
+        if kind == "noise":
+            noisy = ctx + rate * torch.randn(ctx.shape, generator=g).to(ctx)
+            out[i, :n_context] = noisy if value_range is None else noisy.clamp(*value_range)
+        else:
+            out[i, :n_context] = ctx[_frame_order(n_context, kind, rate, g)]
+    return out
+
+
+def _frame_order(n: int, kind: str, rate: float, g: torch.Generator) -> Tensor:
+    """The context frame each of the ``n`` positions shows, (n,) indices into the clean context."""
+    hit = torch.rand(n, generator=g) < rate
+    if kind == "drop":
+        order = torch.arange(n)
+        for t in range(1, n):
+            if hit[t]:
+                order[t] = order[t - 1]  # lost: the last frame received is shown again
+        return order
+    shown: list[int] = []  # duplicate: newest first, each frame once or twice, until n are shown
+    t = n - 1
+    while len(shown) < n:
+        shown.append(t)
+        if hit[t] and len(shown) < n:
+            shown.append(t)
+        t = max(t - 1, 0)
+    return torch.tensor(shown[::-1])
