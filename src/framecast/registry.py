@@ -33,6 +33,7 @@ class ModelEntry:
     description: str = ""
     trainable: bool = True
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)  # size name -> overrides
+    paper: str = ""  # link to the paper (the module docstring cites it in full)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -46,6 +47,7 @@ def register_model(
     sizes: dict[str, dict[str, Any]] | None = None,
     description: str = "",
     trainable: bool = True,
+    paper: str = "",
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator that registers a model variant under ``name``.
 
@@ -57,6 +59,8 @@ def register_model(
             ``published``, ``cpu`` and ``test`` (tests/test_models.py checks it).
         description: one line for ``framecast models``.
         trainable: False for parameter-free baselines (they are evaluated, never fitted).
+        paper: link to the paper the model follows (trainable models have one; the docs'
+            models page and tests/test_docs.py read it).
     """
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
@@ -77,6 +81,7 @@ def register_model(
             description,
             trainable,
             {k: dict(v) for k, v in (sizes or {}).items()},
+            paper,
         )
         return cls
 
@@ -130,3 +135,12 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     model = entry.cls(model_config(name, **overrides))
     model.model_name = name
     return model
+
+
+def parameter_count(name: str, size: str | None = None) -> int:
+    """Parameters of model ``name`` at registered ``size`` (or its defaults), built on the meta
+    device: shapes only, so published sizes count in a moment."""
+    import torch
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(name, **({} if size is None else {"size": size})).parameters())

@@ -29,14 +29,12 @@ from framecast.errors import FramecastError
 
 
 def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
-    from framecast import create_model, list_models
-    from framecast.registry import get_entry
+    from framecast import list_models
+    from framecast.registry import get_entry, parameter_count
 
     names = list_models(args.pattern)
     if not names:
         raise FramecastError(f"no model matches '{args.pattern}'; `framecast models` lists them all")
-    import torch
-
     from framecast.evaluation.compare import registered_flops
 
     width = max(map(len, names))
@@ -50,9 +48,7 @@ def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
         counts = []
         for size in order:
             if size in entry.sizes:
-                with torch.device("meta"):  # shapes only: published sizes build in a moment
-                    n = sum(p.numel() for p in create_model(name, size=size).parameters())
-                counts.append(f"{n / 1e6:7.2f} M")
+                counts.append(f"{parameter_count(name, size) / 1e6:7.2f} M")
             else:
                 counts.append(f"{'-' if entry.trainable else '0':>9}")
         flops = [registered_flops(name, s) if s in entry.sizes else None for s in ("published", "cpu")]

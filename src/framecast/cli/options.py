@@ -53,28 +53,39 @@ def _field_defaults(cls: type) -> dict[str, Any]:
     return out
 
 
-def _add_options(parser: argparse.ArgumentParser, title: str, cls: type, prefix: str, defaults: dict, skip=()) -> None:
-    """One help group: every field of dataclass ``cls`` as ``--prefix.field TYPE`` with its
-    meaning (the comment beside it, framecast.validation.field_help) and its default."""
+def option_rows(cls: type, prefix: str = "", defaults: dict | None = None, skip=()) -> list[tuple[str, str, str]]:
+    """``(flag, type, help)`` for every config key of dataclass ``cls``, as ``--help`` lists them:
+    ``--prefix.field``, its type (framecast.validation.type_label) and its meaning (the comment
+    beside it, framecast.validation.field_help) with its default (``defaults``, else the
+    field's). Sections that are dataclasses themselves are left out. The docs' configuration
+    reference is made from these rows."""
     import dataclasses
     import typing
 
     from framecast.config import show_value
     from framecast.validation import field_help, type_label
 
-    group = parser.add_argument_group(title)
+    defaults = _field_defaults(cls) if defaults is None else defaults
     hints, helps = typing.get_type_hints(cls), field_help(cls)
+    rows = []
     for f in dataclasses.fields(cls):
         if f.init and f.name not in skip and not dataclasses.is_dataclass(hints[f.name]):
-            default = defaults.get(f.name, "")
-            text = f"{helps[f.name]} (default: {show_value(default)})".lstrip()
-            group.add_argument(f"--{prefix}{f.name}", metavar=type_label(hints[f.name]), help=text.replace("%", "%%"))
+            text = f"{helps[f.name]} (default: {show_value(defaults.get(f.name, ''))})".lstrip()
+            rows.append((f"--{prefix}{f.name}", type_label(hints[f.name]), text))
+    return rows
+
+
+def _add_options(parser: argparse.ArgumentParser, title: str, cls: type, prefix: str, defaults: dict, skip=()) -> None:
+    """One help group: the ``option_rows`` of dataclass ``cls``."""
+    group = parser.add_argument_group(title)
+    for flag, metavar, text in option_rows(cls, prefix, defaults, skip):
+        group.add_argument(flag, metavar=metavar, help=text.replace("%", "%%"))
 
 
 def _model_options(parser: argparse.ArgumentParser, name: str | None, command: str) -> None:
     """The model group: the chosen model's own fields, or how to see them."""
-    from framecast.config import RunConfig, to_dict
-    from framecast.registry import get_entry, list_models, model_config
+    from framecast.config import RunConfig
+    from framecast.registry import get_entry, list_models
 
     group = parser.add_argument_group("model: the model and its own keys (models/<family>.py)")
     default = RunConfig().model_name if command == "fit" else "the checkpoint's; or a baseline"
@@ -90,14 +101,27 @@ def _model_options(parser: argparse.ArgumentParser, name: str | None, command: s
             "lists predrnn's."
         )
         return
+    _add_options(
+        parser,
+        f"model: {name}'s own keys ({entry.config_cls.__name__})",
+        entry.config_cls,
+        "model.",
+        model_defaults(name),
+    )
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """The defaults ``--help`` shows for the keys of registered model ``name``: its resolved
+    config, with ``data.<key>`` for the keys that follow the data section."""
+    from framecast.config import to_dict
+    from framecast.registry import get_entry, model_config
+
+    entry = get_entry(name)
     try:
         defaults = to_dict(model_config(name))
     except FramecastError:  # defaults that do not stand alone (they need the data's sizes)
         defaults = {**_field_defaults(entry.config_cls), **entry.defaults}
-    defaults = {k: f"data.{k}" if k in _FROM_DATA else v for k, v in defaults.items()}
-    _add_options(
-        parser, f"model: {name}'s own keys ({entry.config_cls.__name__})", entry.config_cls, "model.", defaults
-    )
+    return {k: f"data.{k}" if k in _FROM_DATA else v for k, v in defaults.items()}
 
 
 def _config_help(parser: argparse.ArgumentParser, command: str, rest: list[str]) -> str:

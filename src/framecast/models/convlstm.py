@@ -59,6 +59,7 @@ class ConvLSTMSeq2SeqConfig:
         "test": {"hidden": 8, "patch_size": 2},
     },
     description="ConvLSTM encoder-decoder (tutorial seed), 2+2 cells x 64",
+    paper="https://arxiv.org/abs/1506.04214",
 )
 class ConvLSTMSeq2Seq(Predictor):
     """The ConvLSTM encoder-decoder of the tutorial seed (see module docstring)."""
@@ -124,6 +125,7 @@ class ConvLSTMConfig:
         "test": {"num_hidden": (8, 8), "filter_size": 3},
     },
     description="stacked ConvLSTM benchmark form (4 x 128, filter 5, patch 4, frame feedback)",
+    paper="https://arxiv.org/abs/1506.04214",
 )
 class ConvLSTM(FeedbackPredictor):
     """Stacked ConvLSTM with PredRNN's frame-feedback loop and scheduled sampling."""

@@ -183,6 +183,7 @@ def _encoder(name: str, cin: int, cout: int, k: int, stride: int, relu: str) -> 
         "test": {"num_hidden": (8, 8), "filter_size": 3, "tau": 2},
     },
     description="MAU: motion-aware unit, attention over the last tau states (NeurIPS 2021), 4 x 64, sr_size 4",
+    paper="https://openreview.net/forum?id=qwtfY-3ibt7",
 )
 class MAU(FeedbackPredictor):
     """MAU (see module docstring)."""

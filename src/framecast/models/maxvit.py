@@ -85,6 +85,7 @@ class MaxViTConfig:
         },
     },
     description="MaxViT predictor (timm blocks), context stacked as channels, 64x64 grey",
+    paper="https://arxiv.org/abs/2204.01697",
 )
 @register_model(
     "maxvit_rgb",
@@ -96,6 +97,7 @@ class MaxViTConfig:
         "test": {"n_context": 4, "n_out": 2, "dim": 32, "depths": (1,), "patch_size": 8},
     },
     description="MaxViT predictor for 64x64 RGB, 10 -> 5 per pass (the comparison seed's UCF101 form)",
+    paper="https://arxiv.org/abs/2204.01697",
 )
 class MaxViT(Predictor):
     """MaxViT frame predictor (see module docstring)."""

@@ -193,6 +193,7 @@ class MIMState(NamedTuple):
         "test": {"num_hidden": (8, 8), "filter_size": 3},
     },
     description="MIM: ST-LSTM + memory-in-memory blocks for non-stationarity (CVPR 2019), 4 x 128, patch 4",
+    paper="https://arxiv.org/abs/1811.07490",
 )
 class MIM(FeedbackPredictor):
     """MIM (see module docstring)."""

@@ -244,6 +244,7 @@ def moment_term(weight: Tensor) -> Tensor:
         "test": {"nf": 16, "hidden_dim": 16, "phycell_hidden": (9,), "phycell_kernel": 3, "convlstm_hidden": (16,)},
     },
     description="PhyDNet: PhyCell (moment-constrained physics) beside a ConvLSTM (CVPR 2020), patch 4",
+    paper="https://arxiv.org/abs/2003.01460",
 )
 class PhyDNet(Predictor):
     """PhyDNet (see module docstring)."""

@@ -143,6 +143,7 @@ def decoupling_similarity(delta_c: Tensor, delta_m: Tensor, adapter: nn.Module) 
         "test": {"num_hidden": (8, 8), "filter_size": 3},
     },
     description="PredRNN: ST-LSTM with zigzag memory (NeurIPS 2017), 4 x 128, patch 4",
+    paper="https://papers.nips.cc/paper/6689",
 )
 class PredRNN(Predictor):
     """PredRNN (see module docstring). ``decouple_beta > 0`` adds PredRNN-V2's decoupling loss."""
@@ -246,6 +247,7 @@ class PredRNN(Predictor):
         "test": {"num_hidden": (8, 8), "filter_size": 3},
     },
     description="PredRNN-V2: + memory decoupling loss, reverse scheduled sampling (TPAMI 2022), 4 x 128, patch 4",
+    paper="https://arxiv.org/abs/2103.09504",
 )
 class PredRNNv2(PredRNN):
     """PredRNN-V2 (see module docstring): the v2 cell's increments feed the decoupling loss."""

@@ -168,6 +168,7 @@ class GHU(nn.Module):
         "test": {"num_hidden": (8, 8), "filter_size": 3},
     },
     description="PredRNN++: causal LSTM + gradient highway (ICML 2018), 4 x 128, patch 4",
+    paper="https://arxiv.org/abs/1804.06300",
 )
 class PredRNNpp(FeedbackPredictor):
     """PredRNN++ (see module docstring)."""

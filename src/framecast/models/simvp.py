@@ -182,6 +182,7 @@ META_SIZES = {"published": {}, "cpu": {**CPU, "mlp_ratio": 4.0}, "test": {**TEST
     SimVPMetaConfig,
     sizes=META_SIZES,
     description="SimVP v2: CNN encoder, gSTA translator over stacked frames, all frames in one pass (arXiv 2022)",
+    paper="https://arxiv.org/abs/2211.12509",
 )
 class SimVP(Predictor):
     """SimVP (see module docstring): ``model_type`` picks the translator."""
@@ -349,6 +350,7 @@ class SimVP(Predictor):
     SimVPConfig,
     sizes={"published": {}, "cpu": CPU, "test": TEST},
     description="SimVP v1: CNN encoder, Inception-UNet translator over stacked frames (CVPR 2022)",
+    paper="https://arxiv.org/abs/2206.05099",
 )
 class SimVPIncepU(SimVP):
     """SimVP v1 (see module docstring): the Inception-UNet translator."""
@@ -362,6 +364,7 @@ class SimVPIncepU(SimVP):
     defaults={"alpha": 0.1},
     sizes=META_SIZES,
     description="TAU: SimVP with temporal attention units and the differential divergence loss (CVPR 2023)",
+    paper="https://arxiv.org/abs/2206.12126",
 )
 class TAU(SimVP):
     """TAU (see module docstring): temporal attention translator blocks, ``alpha`` = 0.1."""
