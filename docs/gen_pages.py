@@ -69,7 +69,7 @@ def _table(head: list[str], rows: list[list[object]]) -> list[str]:
 def _options_table(rows: list[tuple[str, str, str]]) -> list[str]:
     """``framecast.cli.option_rows`` as a table: key (the flag without ``--``), type, meaning."""
     lines = ["| key | type | meaning (default) |", "|---|---|---|"]
-    lines += [f"| `{flag[2:]}` | `{cell(metavar)}` | {cell(text)} |" for flag, metavar, text in rows]
+    lines += [f"| `{flag[2:]}` | `{metavar}` | {cell(text)} |" for flag, metavar, text in rows]  # code spans keep pipes
     return lines
 
 
@@ -80,8 +80,42 @@ def _millions(n: int) -> str:
     return f"{n / 1e6:.2f} M"
 
 
+_CODE_SPAN = re.compile(r"(`+).+?\1")
+
+
+def _escape_prose(text: str, line_start: bool) -> str:
+    """``*`` (products such as ``p*p*C``) and ``<`` as literal characters; a ``* `` that starts
+    a list item stays one."""
+    lead = re.match(r"\s*\* ", text) if line_start else None
+    head, text = (text[: lead.end()], text[lead.end() :]) if lead else ("", text)
+    return head + text.replace("\\", "\\\\").replace("*", "\\*").replace("<", "&lt;")
+
+
+def docstring_markdown(doc: str) -> str:
+    """A module docstring (plain text with reST-style ````code````) as markdown that shows it as
+    written: code spans and indented blocks kept, other text escaped (``_escape_prose``)."""
+    out, in_code, blank = [], False, True
+    for line in inspect.cleandoc(doc).splitlines():
+        if not line.strip():
+            out.append(line)
+            blank = True
+            continue
+        in_code = line.startswith("    ") and (blank or in_code) and not re.match(r"\s*[*-] ", line)
+        blank = False
+        if in_code:
+            out.append(line)
+            continue
+        parts, last = [], 0
+        for m in _CODE_SPAN.finditer(line):
+            parts += [_escape_prose(line[last : m.start()], last == 0), m.group(0)]
+            last = m.end()
+        parts.append(_escape_prose(line[last:], last == 0))
+        out.append("".join(parts))
+    return "\n".join(out)
+
+
 def _docstring(module_name: str) -> str:
-    return inspect.cleandoc(sys.modules[module_name].__doc__ or "")
+    return docstring_markdown(sys.modules[module_name].__doc__ or "")
 
 
 def models_page() -> str:
@@ -115,7 +149,13 @@ def models_page() -> str:
         paper = f"[paper]({entry.paper})" if entry.paper else "-"
         family = entry.cls.__module__.rsplit(".", 1)[-1]
         rows.append(
-            [f"[`{name}`](#{name})", paper, *params, *(f"{f / 1e9:.1f}" if f else "-" for f in flops), entry.description]
+            [
+                f"[`{name}`](#{name})",
+                paper,
+                *params,
+                *(f"{f / 1e9:.1f}" if f else "-" for f in flops),
+                entry.description,
+            ]
         )
         families.setdefault(entry.cls.__module__, []).append(name)
     head = ["model", "paper", "params published", "cpu", "test", "GFLOPs published", "cpu", "what it is"]
