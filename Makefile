@@ -1,4 +1,5 @@
-# framecast: `make demo` sets up and runs the quick comparison; `make test` sets up and runs the tests.
+# framecast: `make demo` sets up and runs the quick comparison; `make test` sets up and runs the tests;
+# `make docs` sets up and builds the documentation site into site/ (mkdocs build --strict).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.framecast-installed
 VENV_MIN  ?= .venv-min
 MIN_STAMP := $(VENV_MIN)/.framecast-installed
 
-.PHONY: setup demo test bench lint clean setup-min test-min snapshot
+.PHONY: setup demo test bench lint docs clean setup-min test-min snapshot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,11 @@ snapshot: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 
+# The site's generated pages (docs/gen_pages.py) come from the registry, the config dataclasses and
+# benchmarks/results/; --strict: a broken link, anchor or reference fails the build.
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict
+
 # Every ">=" floor of pyproject.toml (dependencies and all extras) pinned with "==" by
 # scripts/min_versions.py, so the pins cannot drift from what the package declares; wheels only,
 # as a user on Python 3.11 would get them. A fresh venv each time pyproject.toml changes.
@@ -57,4 +63,4 @@ test-min: $(MIN_STAMP)
 	$(VENV_MIN)/bin/ruff check src tests benchmarks scripts
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) reports runs
+	rm -rf $(VENV) $(VENV_MIN) reports runs site
