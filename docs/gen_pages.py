@@ -228,7 +228,8 @@ def _commands() -> list[str]:
     helps = {a.dest: a.help for a in sub._choices_actions}
     lines = []
     for name, command in sub.choices.items():
-        lines += [f"### `framecast {name}`", "", (helps.get(name) or "").rstrip(".") + ".", ""]
+        about = (helps.get(name) or "").rstrip(".")
+        lines += [f"### `framecast {name}`", "", about[:1].upper() + about[1:] + ".", ""]
         usage = command.format_usage().strip().removeprefix("usage: ")
         lines += ["```text", usage, "```", ""]
         rows = []
@@ -274,7 +275,14 @@ def configuration_page() -> str:
     for heading, about, cls, prefix, skip in config_sections():
         lines += [f"## {heading}", "", about, "", f"Dataclass: `{cls.__module__}.{cls.__name__}`.", ""]
         lines += _options_table(option_rows(cls, prefix, None, skip)) + [""]
-    lines += ["## Commands", "", "Each command's own flags, besides the config keys above.", ""]
+    lines += [
+        "## Commands",
+        "",
+        "Each command's own flags, besides the config keys above. `fit`, `test` and `compare` also take "
+        "`--config FILE` (repeatable) and `--section.key VALUE` overrides; `--debug` goes before or after the "
+        "command.",
+        "",
+    ]
     lines += _commands()
     return "\n".join(lines).rstrip() + "\n"
 
