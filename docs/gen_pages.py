@@ -5,11 +5,11 @@
 
 - ``models.md``: the registry (``framecast.registry``): paper, parameters per registered size
   (``parameter_count``), FLOPs (``framecast.evaluation.compare.registered_flops``, as
-  ``framecast models`` prints them), each model's config keys (``framecast.cli.option_rows``,
+  ``framecast models`` prints them), each model's config keys (``framecast.cli.options.option_rows``,
   as ``framecast fit --model.name NAME --help`` lists them) and its family's module docstring
   (equations, the official code it follows, departures);
 - ``configuration.md``: every key of the run and comparison config dataclasses, the rows of
-  ``framecast fit --help`` and ``framecast compare --help`` (``framecast.cli.option_rows``), and
+  ``framecast fit --help`` and ``framecast compare --help`` (``framecast.cli.options.option_rows``), and
   the commands' own flags (``framecast.cli.build_parser``);
 - ``benchmarks.md``: ``benchmarks/results_tables.py``'s page from ``benchmarks/results/``, whose
   files are copied into the site beside it (``benchmark_files``);
@@ -67,7 +67,7 @@ def _table(head: list[str], rows: list[list[object]]) -> list[str]:
 
 
 def _options_table(rows: list[tuple[str, str, str]]) -> list[str]:
-    """``framecast.cli.option_rows`` as a table: key (the flag without ``--``), type, meaning."""
+    """``framecast.cli.options.option_rows`` as a table: key (the flag without ``--``), type, meaning."""
     lines = ["| key | type | meaning (default) |", "|---|---|---|"]
     lines += [f"| `{flag[2:]}` | `{metavar}` | {cell(text)} |" for flag, metavar, text in rows]  # code spans keep pipes
     return lines
@@ -120,7 +120,7 @@ def _docstring(module_name: str) -> str:
 
 def models_page() -> str:
     import framecast  # noqa: F401  (registers the models)
-    from framecast.cli import model_defaults, option_rows
+    from framecast.cli.options import model_defaults, option_rows
     from framecast.evaluation.compare import registered_flops
     from framecast.registry import get_entry, list_models, parameter_count
 
@@ -245,7 +245,7 @@ def _commands() -> list[str]:
 
 
 def configuration_page() -> str:
-    from framecast.cli import option_rows
+    from framecast.cli.options import option_rows
 
     lines = [
         "# Configuration reference",

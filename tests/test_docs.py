@@ -19,6 +19,7 @@ import pytest
 
 from docs import gen_pages
 from framecast import cli
+from framecast.cli import options
 from framecast.registry import get_entry, list_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def _help_rows(command: str, argv: list[str]) -> dict[str, tuple[str, str]]:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     command_parser = sub.choices[command]
     own = {a.dest for a in command_parser._actions}
-    cli._config_help(command_parser, command, argv)
+    options._config_help(command_parser, command, argv)
     return {
         a.option_strings[0][2:]: (a.metavar, a.help.replace("%%", "%"))
         for a in command_parser._actions
