@@ -91,15 +91,30 @@ def _save(fig, path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_per_horizon(values: dict[str, list[float]], metric: str, path: str | Path, ylabel: str | None = None) -> Path:
-    """One line per model: ``metric`` at every future step."""
+BASELINES = ("copy_last", "blank", "linear", "flow")
+
+
+def plot_per_horizon(
+    values: dict[str, list[float]],
+    metric: str,
+    path: str | Path,
+    ylabel: str | None = None,
+    bands: dict[str, list[list[float]]] | None = None,
+) -> Path:
+    """One line per model: ``metric`` at every future step; ``bands``: label -> one [lo, hi]
+    per step (the 95% bootstrap interval over test clips), drawn shaded around the line."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     for label, ys in values.items():
-        style = "--" if label in ("copy_last", "blank") else "-"
-        ax.plot(range(1, len(ys) + 1), ys, style, marker="o", ms=3, label=label)
+        style = "--" if label in BASELINES else "-"
+        steps = range(1, len(ys) + 1)
+        (line,) = ax.plot(steps, ys, style, marker="o", ms=3, label=label)
+        band = (bands or {}).get(label)
+        if band is not None and len(band) == len(ys):
+            lo, hi = np.asarray(band, dtype=float).T
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.18, linewidth=0)
     ax.set_xlabel("future frame")
     ax.set_ylabel(ylabel or metric)
-    ax.set_title(f"{metric} per predicted frame (test set)")
+    ax.set_title(f"{metric} per predicted frame (test set{', 95% intervals shaded' if bands else ''})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)

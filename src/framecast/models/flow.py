@@ -12,7 +12,8 @@ semi-Lagrangian (backward in time from every target pixel), steady motion assume
   per channel: for gridded fields in physical units;
 * ``darts``: pysteps' DARTS (Ruzanski et al. 2011, "Scaled and Translated Image Fitting...",
   https://doi.org/10.1175/2011JTECHA1563.1), a Fourier-domain global fit, per channel;
-* ``auto``: ``dis`` where the context lies in [0, 1] (video frames), ``lucaskanade`` otherwise.
+* ``auto``: ``dis`` where the context lies in [0, 1] (video frames) or pysteps is not installed,
+  ``lucaskanade`` otherwise.
 
 Advection is pysteps' semi-Lagrangian scheme (``pysteps.extrapolation.semilagrangian``,
 Germann & Zawadzki 2002, https://doi.org/10.1175/1520-0493(2002)130<2859:SDOTPO>2.0.CO;2)
@@ -22,6 +23,7 @@ Needs the ``baselines`` extra: ``pip install framecast[baselines]`` (OpenCV and 
 """
 
 import contextlib
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -57,12 +59,22 @@ def _pysteps(what: str):
     return motion, extrapolation
 
 
+@functools.cache
 def has_pysteps() -> bool:
     try:
         _pysteps("")
     except FramecastError:
         return False
     return True
+
+
+def unavailable() -> str | None:
+    """Why ``flow`` cannot run here (one line naming the extra), or None: it needs OpenCV at least."""
+    try:
+        _cv2()
+    except FramecastError as e:
+        return str(e)
+    return None
 
 
 @dataclass
@@ -82,11 +94,13 @@ class FlowConfig:
 
 
 def dis_motion(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W) frames in [0, 1] -> (2, H, W) motion (x, y) in pixels per frame: OpenCV's DIS
-    flow of each consecutive pair on uint8 frames, averaged."""
+    """(T, H, W) frames in any units -> (2, H, W) motion (x, y) in pixels per frame: OpenCV's DIS
+    flow of each consecutive pair on uint8 frames (the frames' joint range mapped to 0..255),
+    averaged."""
     cv2 = _cv2()
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    u8 = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+    lo, span = float(frames.min()), float(np.ptp(frames))
+    u8 = ((frames - lo) / max(span, 1e-12) * 255).round().astype(np.uint8)
     flows = [dis.calc(u8[i], u8[i + 1], None) for i in range(len(u8) - 1)]  # (H, W, 2): x, y
     return np.mean(flows, axis=0).transpose(2, 0, 1)
 
@@ -142,12 +156,14 @@ def advect(last: np.ndarray, velocity: np.ndarray, n_future: int, use_pysteps: b
 class Flow(Predictor):
     """Moves the last context frame along the motion seen in the context (module docstring)."""
 
+    unavailable = staticmethod(unavailable)
+
     def method_for(self, context: Tensor) -> str:
         m = self.config.method
         if m != "auto":
             return m
         lo, hi = torch.aminmax(context)
-        return "dis" if lo >= 0 and hi <= 1 else "lucaskanade"
+        return "dis" if (lo >= 0 and hi <= 1) or not has_pysteps() else "lucaskanade"
 
     def predict(self, context: Tensor, n_future: int, future: Tensor | None, mask: Tensor | None) -> Prediction:
         cfg = self.config

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 
@@ -19,6 +20,7 @@ from framecast.checkpoint import Resume, SafeCheckpointIO, resume_checkpoint
 from framecast.config import DataConfig, RunConfig, config_changes, save_yaml, to_dict
 from framecast.data import FrameDataModule
 from framecast.errors import FramecastError, warn
+from framecast.evaluation import uncertainty as U
 from framecast.evaluation.metrics import describe_array_metrics
 from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
@@ -318,9 +320,28 @@ def test_model(model: torch.nn.Module, cfg: RunConfig | ResolvedRun, lpips=None)
         "mean": {k: float(v.mean()) for k, v in res.items()},
         "per_horizon": {k: [float(x) for x in v] for k, v in res.items()},
         "n_clips": n_clips,
+        **clip_statistics(task.test_per_clip),
         "precision": choice.record(),  # what the scores were computed in, and on which machine
         **({"metrics": describe_array_metrics(task.array_meta)} if arrays else {}),
     }
+
+
+def clip_statistics(per_clip: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The uncertainty of a test: ``ci95`` (metric -> [lo, hi], bootstrap over test clips of the
+    mean), ``per_horizon_ci95`` (metric -> one [lo, hi] per horizon step), ``per_clip`` (metric
+    -> each clip's mean over the horizon, in test-loader order: what paired tests compare) and
+    ``bootstrap`` (method, resamples, seed, level)."""
+    with warnings.catch_warnings():  # a clip without any valid pixel: NaN, left out of the intervals
+        warnings.simplefilter("ignore", RuntimeWarning)
+        clip_means = {k: np.nanmean(v.numpy(), axis=1) for k, v in per_clip.items()}
+        return {
+            "ci95": {k: list(U.bootstrap_ci(v)) for k, v in clip_means.items()},
+            "per_horizon_ci95": {
+                k: [list(band) for band in U.bootstrap_ci_steps(v.numpy())] for k, v in per_clip.items() if len(v)
+            },
+            "per_clip": {k: [float(x) for x in v] for k, v in clip_means.items()},
+            "bootstrap": U.settings(),
+        }
 
 
 def check_model_fits(model: torch.nn.Module, data: DataConfig) -> None:

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from torchmetrics.utilities import dim_zero_cat
 from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
@@ -31,23 +32,58 @@ from framecast.training.schedules import (
 CHECKPOINT_FORMAT = 1
 
 
-class FrameMetrics(torchmetrics.Metric):
+class ClipScores:
+    """Mixin of the metrics below: with ``keep_clips``, every clip's value of every metric at
+    every horizon step is kept too (list states of (B, T) blocks, gathered from all ranks),
+    the per-clip scores that confidence intervals and paired tests resample
+    (``framecast.evaluation.uncertainty``)."""
+
+    def _add_clip_states(self, keep: bool) -> None:
+        self.keep_clips = keep
+        if keep:
+            for i in range(len(self.names)):  # state names must be attributes: indices, not "mse/t2m"
+                self.add_state(f"clips{i}", default=[], dist_reduce_fx="cat")
+
+    def _keep(self, i: int, values: Tensor) -> None:
+        if self.keep_clips:
+            getattr(self, f"clips{i}").append(values.detach().to("cpu", torch.float64))
+
+    def per_clip(self) -> dict[str, Tensor]:
+        """name -> (N, n_future): each test clip's value at each horizon step (NaN: no valid
+        pixel), in the order of the test loader (under DDP: rank 0's clips, then rank 1's...)."""
+        if not self.keep_clips:
+            raise RuntimeError("per-clip scores were not kept (keep_clips=False)")
+        with self.sync_context(should_unsync=True):
+            return {
+                name: dim_zero_cat(getattr(self, f"clips{i}")).reshape(-1, self._n_future).cpu()
+                if len(getattr(self, f"clips{i}"))
+                else torch.zeros(0, self._n_future, dtype=torch.float64)
+                for i, name in enumerate(self.names)
+            }
+
+
+class FrameMetrics(ClipScores, torchmetrics.Metric):
     """Sums of every metric per horizon step over the clips seen; gathered from all ranks."""
 
     full_state_update = False
 
-    def __init__(self, n_future: int, lpips=None) -> None:
+    def __init__(self, n_future: int, lpips=None, keep_clips: bool = False) -> None:
         super().__init__()
         self.lpips = lpips
+        self._n_future = n_future
         self.names = M.METRICS + (("lpips",) if lpips is not None else ())
         for name in self.names:
             self.add_state(name, default=torch.zeros(n_future, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self._add_clip_states(keep_clips)
 
     def update(self, pred: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
         """``valid``: accepted for ArrayMetrics' interface; image clips are never masked."""
-        for name, values in M.per_frame(pred, target, self.lpips).items():  # (B, T)
+        per = M.per_frame(pred, target, self.lpips)
+        for i, name in enumerate(self.names):
+            values = per[name]  # (B, T)
             getattr(self, name).add_(values.sum(0).to(self.count.device))
+            self._keep(i, values)
         self.count.add_(pred.shape[0])
 
     def compute(self) -> dict[str, Tensor]:
@@ -55,14 +91,15 @@ class FrameMetrics(torchmetrics.Metric):
         return {name: getattr(self, name) / self.count.clamp_min(1) for name in self.names}
 
 
-class ArrayMetrics(torchmetrics.Metric):
+class ArrayMetrics(ClipScores, torchmetrics.Metric):
     """Physical-unit metrics of gridded arrays (``metrics.per_frame_array``) per horizon step:
     sums and counts of the defined values (a frame whose pixels are all masked counts in none)."""
 
     full_state_update = False
 
-    def __init__(self, n_future: int, meta: dict[str, Any]) -> None:
+    def __init__(self, n_future: int, meta: dict[str, Any], keep_clips: bool = False) -> None:
         super().__init__()
+        self._n_future = n_future
         self.channels = list(meta["channels"])
         self.image_like = bool(meta.get("image_like"))
         lat = meta.get("lat_weights")
@@ -73,6 +110,7 @@ class ArrayMetrics(torchmetrics.Metric):
         for i in range(len(self.names)):  # state names must be attributes: indices, not "mse/t2m"
             self.add_state(f"s{i}", default=torch.zeros(n_future, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state(f"n{i}", default=torch.zeros(n_future, dtype=torch.float64), dist_reduce_fx="sum")
+        self._add_clip_states(keep_clips)
 
     def update(self, pred: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
         lat = None if self.lat is None else self.lat.to(pred.device)
@@ -82,6 +120,7 @@ class ArrayMetrics(torchmetrics.Metric):
             ok = ~torch.isnan(values)
             getattr(self, f"s{i}").add_(torch.where(ok, values, 0).sum(0))
             getattr(self, f"n{i}").add_(ok.sum(0))
+            self._keep(i, values)
 
     def compute(self) -> dict[str, Tensor]:
         return {name: getattr(self, f"s{i}") / getattr(self, f"n{i}").clamp_min(1) for i, name in enumerate(self.names)}
@@ -119,9 +158,10 @@ class FrameTask(L.LightningModule):
         self.skipped_steps = 0  # non-finite losses skipped (train.on_nonfinite: skip)
         self.clipped_share: Tensor | None = None  # train.clip_loss: share of predictions outside [0, 1]
         self._warned_clipped = False
-        self.test_metrics = FrameMetrics(n_future, lpips)
+        self.test_metrics = FrameMetrics(n_future, lpips, keep_clips=True)
         self.val_metrics = FrameMetrics(n_future)
         self.test_results: dict[str, Tensor] | None = None
+        self.test_per_clip: dict[str, Tensor] | None = None
         # The resolved run config (model, data, train, trainer) that runner.fit trains with;
         # stored in every checkpoint, so a checkpoint knows its data and resuming can check it.
         self.run_config: dict[str, Any] | None = None
@@ -141,7 +181,7 @@ class FrameTask(L.LightningModule):
         if meta is None:
             return
         self.array_meta, self.value_range = dict(meta), None
-        self.test_metrics = ArrayMetrics(self.n_future, meta)
+        self.test_metrics = ArrayMetrics(self.n_future, meta, keep_clips=True)
         self.val_metrics = ArrayMetrics(self.n_future, meta)
 
     def _prepare(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -301,6 +341,7 @@ class FrameTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_results = {k: v.cpu() for k, v in self.test_metrics.compute().items()}
+        self.test_per_clip = self.test_metrics.per_clip()  # name -> (N, n_future)
         self.test_metrics.reset()
         for name, per_step in self.test_results.items():
             self.log(f"test/{name}", per_step.mean().float())
