@@ -111,15 +111,30 @@ def test_compare_writes_report_and_skips_finished_models(tiny_overrides, tmp_pat
         "examples.png",
     ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert set(results) == {"copy_last", "blank", "convlstm", "convlstm_seq2seq"}
+    assert set(results) == {"copy_last", "blank", "linear", "flow", "convlstm", "convlstm_seq2seq"}
     report = (out / "report.md").read_text()
     for label in results:
         assert f"| {label} |" in report
     assert results["convlstm"]["flops_per_sample"] > 0 and results["convlstm"]["steps"] == 2
+    # every score carries a 95% bootstrap interval over the test clips, its seed recorded, and
+    # every pair of models a paired test on the same clips
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["uncertainty"]["seed"] == 0 and saved["uncertainty"]["n_boot"] == 1000
+    for res in saved["results"].values():
+        test = res["test"]
+        lo, hi = test["ci95"]["mse"]
+        assert lo <= test["mean"]["mse"] <= hi and len(test["per_clip"]["mse"]) == test["n_clips"] == 6
+        assert len(test["per_horizon_ci95"]["ssim"]) == 3
+    assert len(saved["uncertainty"]["pairwise"]["mse"]) == 15  # 6 models: every pair once
+    assert set(saved["uncertainty"]["summary"]) >= {"mse", "ssim"}
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[header.index("mse") + 1 : header.index("mse") + 3] == ["mse_lo", "mse_hi"]
+    assert "MSE [95% interval]" in report and "## Which MSE differences hold" in report
+    assert "seed 0" in report and "- mse: " in report
     # a second run reuses every finished model instead of training it again
     lines = []
     compare(cfg, log=lines.append)
-    assert sum("reusing" in line for line in lines) == 4 and not any("training" in line for line in lines)
+    assert sum("reusing" in line for line in lines) == 6 and not any("training" in line for line in lines)
 
 
 def test_an_export_comes_back_wherever_a_checkpoint_goes(tiny_overrides, tmp_path, capsys):

@@ -7,8 +7,8 @@ from framecast.evaluation.uncertainty import (
     NOT_SEPARABLE,
     bootstrap_ci,
     bootstrap_ci_steps,
-    pairwise,
     paired_test,
+    pairwise,
     verdict,
 )
 

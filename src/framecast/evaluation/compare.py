@@ -1,8 +1,8 @@
 """The comparison harness: every model on one data split, one horizon, one budget, one metric code.
 
 ``compare(cfg)`` trains each model (skipping those already finished, resuming those half
-trained), tests it on the same test clips together with the ``copy_last`` and ``blank``
-baselines, and writes a report folder:
+trained), tests it on the same test clips together with the ``copy_last``, ``blank``,
+``linear`` and ``flow`` baselines, and writes a report folder:
 
     report.md  results.json  results.csv
     mse_per_horizon.png  ssim_per_horizon.png  loss_vs_time.png
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -36,6 +37,7 @@ from framecast.config import (
 )
 from framecast.data import build_datasets
 from framecast.errors import FramecastError
+from framecast.evaluation import uncertainty as U
 from framecast.evaluation.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
 from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
@@ -56,7 +58,8 @@ class CompareConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    baselines: tuple[str, ...] = ("copy_last", "blank")  # parameter-free models scored beside them
+    # parameter-free models scored beside them; flow is skipped, with a note, where OpenCV is missing
+    baselines: tuple[str, ...] = ("copy_last", "blank", "linear", "flow")
     out_dir: str = "reports/compare"  # the report folder (each model trains in runs/<label> under it)
     n_examples: int = 4  # test clips shown in examples.gif and examples.png
     speed_batch: int = 16  # batch of the inference-speed measurement
@@ -206,8 +209,14 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
     curves: dict[str, list] = {}
 
     labels = list(cfg.baselines) + [m for m in cfg.models if m not in cfg.baselines]
+    skipped: dict[str, str] = {}
     for label in labels:
         is_baseline = label in cfg.baselines and label not in cfg.models
+        why = getattr(get_entry(label).cls, "unavailable", None) if is_baseline else None
+        if why is not None and why() is not None:
+            skipped[label] = why()
+            log(f"[{label}] skipped: {skipped[label]}")
+            continue
         run = (
             RunConfig(
                 model={"name": label},
@@ -286,7 +295,7 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
         m = res["test"]["mean"]
         res["gap_to_copy_last"] = {k: m[k] - ref[k] for k in ("mse", "ssim") if k in m and k in ref} if ref else None
 
-    _write_outputs(cfg, results, examples, curves, test_clips)
+    _write_outputs(cfg, results, examples, curves, test_clips, skipped)
     return results
 
 
@@ -314,14 +323,19 @@ COLUMNS = [
 ]
 
 
+SCORES = ("mse", "mae", "mse_pixel", "mae_pixel", "ssim", "psnr", "lpips", "rmse", "wrmse")  # carry intervals
+
+
 def _row(label: str, res: dict[str, Any]) -> dict[str, Any]:
     m = res["test"]["mean"]
+    ci = res["test"].get("ci95") or {}  # results from before intervals were kept have none
     gap = res.get("gap_to_copy_last") or {}
     return {
         "model": label,
         "params": res["params"],
         "flops_per_sample": res["flops_per_sample"],
-        **{k: m.get(k) for k in ("mse", "mae", "mse_pixel", "mae_pixel", "ssim", "psnr", "lpips", "rmse", "wrmse")},
+        **{k: m.get(k) for k in SCORES},
+        **{f"{k}_{end}": (ci[k][i] if k in ci else None) for k in SCORES for i, end in enumerate(("lo", "hi"))},
         "train_seconds": res["train_seconds"],
         "epochs": res["epochs"],
         "steps": res["steps"],
@@ -373,13 +387,52 @@ def _fmt(key: str, v: Any) -> str:
     return str(v)
 
 
-def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) -> None:
+def uncertainty_summary(results: dict[str, dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
+    """For each of ``metrics``: every pair of models tested on the same clips (paired bootstrap)
+    and one summary line that names a winner only where the differences hold
+    (``framecast.evaluation.uncertainty``), with the bootstrap's settings."""
+    per_clip = {label: res["test"].get("per_clip") or {} for label, res in results.items()}
+    pairs, summary = {}, {}
+    for metric in metrics:
+        scores = {label: np.asarray(v[metric]) for label, v in per_clip.items() if v.get(metric)}
+        if len(scores) < 2:
+            continue
+        pairs[metric] = U.pairwise(scores, metric)
+        summary[metric] = U.verdict(scores, metric)
+    return {**U.settings(), "summary": summary, "pairwise": pairs}
+
+
+def _fmt_ci(key: str, value: Any, ci: list[float] | None) -> str:
+    """``23.9 [22.1, 25.8]``: the value and its 95% interval (the value alone without one)."""
+    if ci is None or value is None or any(math.isnan(x) for x in ci):
+        return _fmt(key, value)
+    return f"{_fmt(key, value)} [{_fmt(key, ci[0])}, {_fmt(key, ci[1])}]"
+
+
+def _pair_lines(metric: str, header: str, pairs: list[dict[str, Any]], n_boot: int) -> list[str]:
+    """The report's table of which differences of ``metric`` hold."""
+    fmt = lambda v: f"{v:+.4g}"  # noqa: E731
+    lines = [f"| {header}: A − B | difference [95% interval] | p | holds |", "|---|---|---|---|"]
+    for p in pairs:
+        holds = f"yes: {p['better']} better" if p["better"] else "no"
+        pval = f"< {1 / n_boot:.3g}" if p["p"] < 1 / n_boot else f"{p['p']:.3f}"  # none of the resamples crossed 0
+        lines.append(f"| {p['a']} − {p['b']} | {fmt(p['diff'])} [{fmt(p['lo'])}, {fmt(p['hi'])}] | {pval} | {holds} |")
+    return lines
+
+
+def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips, skipped=None) -> None:
     out = Path(cfg.out_dir)
     nc = cfg.data.n_context
     rows = [_row(label, res) for label, res in results.items()]
+    arrays = cfg.data.is_array
+    per_h = {label: res["test"]["per_horizon"] for label, res in results.items()}
+    second = "ssim" if all("ssim" in v for v in per_h.values()) else "rmse"  # arrays: SSIM only if image-like
+    shown = [(k, h) for k, h in COLUMNS if any(r[k] is not None for r in rows)]
+    unc = uncertainty_summary(results, [k for k, _ in shown if k in SCORES])
     # results.csv / results.json
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[k for k, _ in COLUMNS])
+    fields = [f for k, _ in COLUMNS for f in ((k, f"{k}_lo", f"{k}_hi") if k in SCORES else (k,))]
+    writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", buf.getvalue())
@@ -387,15 +440,30 @@ def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) ->
     scored = scored_data(cfg.data, next(iter(results.values()))["test"]["n_clips"])  # every model: these clips
     atomic_write_text(
         out / "results.json",
-        json.dumps({"data": scored, "machine": machine_profile(), "config": to_dict(cfg), "results": public}, indent=2),
+        json.dumps(
+            {
+                "data": scored,
+                "machine": machine_profile(),
+                "config": to_dict(cfg),
+                "uncertainty": unc,
+                "skipped": skipped or {},
+                "results": public,
+            },
+            indent=2,
+        ),
     )
     # figures
-    per_h = {label: res["test"]["per_horizon"] for label, res in results.items()}
-    arrays = cfg.data.is_array
+    bands = lambda metric: {k: r["test"].get("per_horizon_ci95", {}).get(metric) for k, r in results.items()}  # noqa: E731
     mse_title = "MSE per pixel, physical units (mean over channels)" if arrays else "MSE per frame (sum over pixels)"
-    plot_per_horizon({k: v["mse"] for k, v in per_h.items()}, "MSE", out / "mse_per_horizon.png", mse_title)
-    second = "ssim" if all("ssim" in v for v in per_h.values()) else "rmse"  # arrays: SSIM only if image-like
-    plot_per_horizon({k: v[second] for k, v in per_h.items()}, second.upper(), out / f"{second}_per_horizon.png")
+    plot_per_horizon(
+        {k: v["mse"] for k, v in per_h.items()}, "MSE", out / "mse_per_horizon.png", mse_title, bands=bands("mse")
+    )
+    plot_per_horizon(
+        {k: v[second] for k, v in per_h.items()},
+        second.upper(),
+        out / f"{second}_per_horizon.png",
+        bands=bands(second),
+    )
     plot_loss_curves({k: v for k, v in curves.items() if v}, out / "loss_vs_time.png")
     if arrays:  # normalised physical values, any channels: the first channel, on the test clips' range
         lo, hi = test_clips[:, :, :1].amin(), test_clips[:, :, :1].amax()
@@ -414,7 +482,7 @@ def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) ->
     )
     if t.max_steps and t.max_steps > 0:
         budget += f" (at most {t.max_steps} steps)"
-    shown = [(k, h) for k, h in COLUMNS if any(r[k] is not None for r in rows)]
+    n_clips = next(iter(results.values()))["test"]["n_clips"]
     lines = [
         "# framecast comparison report",
         "",
@@ -424,10 +492,30 @@ def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) ->
         "",
         f"Machine: {describe_machine(machine_profile())}. {_precisions_used(results)}",
         "",
-        "| " + " | ".join(h for _, h in shown) + " |",
+        "| " + " | ".join(f"{h} [95% interval]" if k in SCORES else h for k, h in shown) + " |",
         "|" + "|".join("---" for _ in shown) + "|",
     ]
-    lines += ["| " + " | ".join(_fmt(k, r[k]) for k, _ in shown) + " |" for r in rows]
+    lines += [
+        "| "
+        + " | ".join(
+            _fmt_ci(k, r[k], None if r.get(f"{k}_lo") is None else [r[f"{k}_lo"], r[f"{k}_hi"]])
+            if k in SCORES
+            else _fmt(k, r[k])
+            for k, _ in shown
+        )
+        + " |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Intervals: 95% percentile bootstrap of the mean over the {n_clips} test clips ({unc['n_boot']} resamples, "
+        f"seed {unc['seed']}). A difference between two models holds where the 95% interval of the paired "
+        "bootstrap of their per-clip differences (the same clips) excludes 0; a winner is named only then.",
+        "",
+        *[f"- {line}" for line in unc["summary"].values()],
+    ]
+    if skipped:
+        lines += ["", *[f"Not scored: `{k}`: {why}." for k, why in skipped.items()]]
     explained = (
         "MSE, MAE and RMSE: per pixel, in the data's physical units, averaged over channels, future frames and "
         "clips (RMSE per frame, then averaged); lat-weighted RMSE: WeatherBench's, cos(latitude) weights of mean 1. "
@@ -442,7 +530,10 @@ def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) ->
         "",
         explained + "GFLOPs: forward pass for one "
         "clip's whole future. Train time: wall-clock seconds inside training steps. `copy_last` repeats the last "
-        "context frame and `blank` predicts empty frames: a model is only worth something where it beats both.",
+        "context frame, `blank` predicts empty frames, `linear` extrapolates each pixel's least-squares trend over "
+        "the context (clipped to the context's range) and `flow` moves the last frame along the optical flow of the "
+        "context (OpenCV DIS for video, pysteps Lucas-Kanade for fields, semi-Lagrangian): none is trained, and a "
+        "model is only worth something where it beats them.",
         "",
         f"![MSE per horizon](mse_per_horizon.png) ![{second.upper()} per horizon]({second}_per_horizon.png)",
         "",
@@ -456,4 +547,12 @@ def _write_outputs(cfg: CompareConfig, results, examples, curves, test_clips) ->
         "![first clip](examples.png)",
         "",
     ]
+    for metric, header in (("mse", "MSE"), (second, second.upper())):
+        if unc["pairwise"].get(metric):
+            lines += [
+                f"## Which {header} differences hold",
+                "",
+                *_pair_lines(metric, header, unc["pairwise"][metric], unc["n_boot"]),
+                "",
+            ]
     atomic_write_text(out / "report.md", "\n".join(lines))

@@ -141,9 +141,10 @@ def verdict(
     for other in scores:
         if other == best:
             continue
-        if len(per_clip[other]) != len(per_clip[best]) or not paired_test(
-            per_clip[best], per_clip[other], n_boot, seed, level
-        )["separable"]:
+        if (
+            len(per_clip[other]) != len(per_clip[best])
+            or not paired_test(per_clip[best], per_clip[other], n_boot, seed, level)["separable"]
+        ):
             ties.append(other)
     if not ties:
         return f"{metric}: {best} is best, its difference from every other model holds (paired bootstrap, {level:.0%})"

@@ -143,7 +143,9 @@ def advect(last: np.ndarray, velocity: np.ndarray, n_future: int, use_pysteps: b
         src = last.astype(np.float32)
         out = np.stack(
             [
-                cv2.remap(src, gx - k * vx, gy - k * vy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+                cv2.remap(
+                    src, gx - k * vx, gy - k * vy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan
+                )
                 for k in range(1, n_future + 1)
             ]
         )

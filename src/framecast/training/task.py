@@ -11,9 +11,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
-from torchmetrics.utilities import dim_zero_cat
 from lightning.pytorch.callbacks import Timer
 from torch import Tensor
+from torchmetrics.utilities import dim_zero_cat
 
 from framecast.config import TrainConfig, build_dataclass, to_dict
 from framecast.errors import FramecastError
