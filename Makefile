@@ -44,13 +44,14 @@ docs: $(STAMP)
 
 # Every ">=" floor of pyproject.toml (dependencies and all extras) pinned with "==" by
 # scripts/min_versions.py, so the pins cannot drift from what the package declares; wheels only,
-# as a user on Python 3.11 would get them. A fresh venv each time pyproject.toml changes.
+# as a user on Python 3.11 would get them (pysteps, which publishes none, is built from source).
+# A fresh venv each time pyproject.toml changes.
 $(MIN_STAMP): pyproject.toml scripts/min_versions.py
 	rm -rf $(VENV_MIN)
 	$(PYTHON) -m venv $(VENV_MIN)
 	$(VENV_MIN)/bin/python -m pip install --quiet --upgrade pip
 	$(PYTHON) scripts/min_versions.py > $(VENV_MIN)/requirements-min.txt
-	$(VENV_MIN)/bin/python -m pip install --quiet --only-binary=:all: -r $(VENV_MIN)/requirements-min.txt
+	$(VENV_MIN)/bin/python -m pip install --quiet --only-binary=:all: --no-binary=pysteps -r $(VENV_MIN)/requirements-min.txt
 	$(VENV_MIN)/bin/python -m pip install --quiet --no-deps -e .
 	$(VENV_MIN)/bin/python -m pip check
 	touch $(MIN_STAMP)

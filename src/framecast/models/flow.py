@@ -54,8 +54,10 @@ def _pysteps(what: str):
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             from pysteps import extrapolation, motion
-    except ImportError:
-        raise FramecastError(f"flow: {what} needs pysteps, which is not installed; {EXTRA}") from None
+    except ImportError as e:
+        if getattr(e, "name", None) in (None, "pysteps") or str(e) == "pysteps":
+            raise FramecastError(f"flow: {what} needs pysteps, which is not installed; {EXTRA}") from None
+        raise FramecastError(f"flow: pysteps does not import ({e}); {EXTRA} installs a version that does") from None
     return motion, extrapolation
 
 
