@@ -87,3 +87,36 @@ def test_verdict_names_a_winner_only_where_separable():
     assert pairs[("good", "bad")]["better"] == "good"
     assert pairs[("bad", "worse")]["better"] == "bad"
     assert pairs[("good", "twin")]["better"] is None
+
+
+def test_test_metrics_keep_every_clip_and_agree_with_their_means():
+    import torch
+
+    from framecast.training.runner import clip_statistics
+    from framecast.training.task import ArrayMetrics, FrameMetrics
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(5, 3, 1, 16, 16, generator=g), torch.rand(5, 3, 1, 16, 16, generator=g)
+    m = FrameMetrics(3, keep_clips=True)
+    m.update(pred[:2], target[:2])
+    m.update(pred[2:], target[2:])
+    clips, means = m.per_clip(), m.compute()
+    assert clips["mse"].shape == (5, 3)
+    for name in ("mse", "ssim", "psnr"):
+        assert torch.allclose(clips[name].mean(0), means[name])
+    stats = clip_statistics(clips)
+    assert len(stats["per_clip"]["mse"]) == 5 and len(stats["per_horizon_ci95"]["ssim"]) == 3
+    lo, hi = stats["ci95"]["mse"]
+    assert lo <= float(means["mse"].mean()) <= hi and stats["bootstrap"]["seed"] == 0
+    assert not hasattr(FrameMetrics(3), "clips0")  # validation keeps no clips
+
+    meta = {"channels": ["a", "b"], "scale": [2.0, 1.0], "shift": [0.0, 0.0]}
+    a = ArrayMetrics(3, meta, keep_clips=True)
+    valid = torch.ones(5, 3, 2, 16, 16, dtype=torch.bool)
+    valid[0] = False  # a clip whose every pixel is masked: NaN, left out
+    a.update(torch.randn(5, 3, 2, 16, 16, generator=g), torch.randn(5, 3, 2, 16, 16, generator=g), valid)
+    per = a.per_clip()
+    assert per["rmse/a"].shape == (5, 3) and torch.isnan(per["rmse/a"][0]).all()
+    assert torch.allclose(per["rmse"][1:].mean(0), a.compute()["rmse"])
+    stats = clip_statistics(per)
+    assert np.isnan(stats["per_clip"]["rmse"][0]) and not np.isnan(stats["ci95"]["rmse"]).any()
