@@ -82,7 +82,10 @@ def test_cli_test_writes_metrics_and_per_horizon(tiny_overrides, tmp_path, capsy
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["mean"]) >= {"mse", "mae", "mse_pixel", "mae_pixel", "ssim", "psnr"}
     assert len(metrics["per_horizon"]["mse"]) == 3 and metrics["n_clips"] == 4
-    assert (out / "per_horizon.csv").read_text().splitlines()[0].startswith("horizon,")
+    assert (out / "per_horizon.csv").read_text().splitlines()[0].startswith("horizon,mse,mse_lo,mse_hi,")
+    lo, hi = metrics["ci95"]["ssim"]  # 95% bootstrap interval over the test clips, its seed recorded
+    assert lo <= metrics["mean"]["ssim"] <= hi and metrics["bootstrap"]["seed"] == 0
+    assert len(metrics["per_clip"]["mse"]) == 4 and "95% intervals" in capsys.readouterr().out
 
 
 def test_compare_writes_report_and_skips_finished_models(tiny_overrides, tmp_path):

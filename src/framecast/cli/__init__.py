@@ -168,13 +168,22 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=2))
     buf = io.StringIO()
     names = list(res["per_horizon"])
+    bands = res.get("per_horizon_ci95", {})  # 95% bootstrap interval over the test clips per step
     w = csv.writer(buf)
-    w.writerow(["horizon", *names])
+    w.writerow(["horizon", *(c for n in names for c in (n, *((f"{n}_lo", f"{n}_hi") if n in bands else ())))])
     for h in range(len(res["per_horizon"][names[0]])):
-        w.writerow([h + 1, *(res["per_horizon"][n][h] for n in names)])
+        w.writerow(
+            [h + 1, *(c for n in names for c in (res["per_horizon"][n][h], *(bands[n][h] if n in bands else ())))]
+        )
     atomic_write_text(out / "per_horizon.csv", buf.getvalue())
     print(f"{model.model_name} on {describe_data(res['data'])}:")
     print(json.dumps(res["mean"], indent=2))
+    if res.get("ci95"):
+        b = res["bootstrap"]
+        print(
+            f"95% intervals (bootstrap over the {res['n_clips']} test clips, {b['n_boot']} resamples, seed {b['seed']}): "
+            + ", ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in res["ci95"].items() if "/" not in k)
+        )
     print(f"wrote {out / 'metrics.json'} and {out / 'per_horizon.csv'}")
 
 

@@ -122,10 +122,10 @@ def pysteps_motion(frames: np.ndarray, method: str) -> np.ndarray:
             v = estimate(frames.astype(np.float64), verbose=False)
         elif len(frames) < 3:
             raise ConfigError(f"flow: method darts needs at least 3 frames (model.n_frames), got {len(frames)}")
-        else:  # DARTS fits N_t temporal, N_x, N_y spatial Fourier modes: N_t < T - 1, the grid's half at most
+        else:  # DARTS fits N_t temporal, N_x, N_y spatial Fourier modes: N_t < T - 1; an eighth of the grid
             h, w = frames.shape[1:]
             n_t = max(1, min(4, len(frames) - 2))
-            v = estimate(frames.astype(np.float64), N_t=n_t, N_x=min(50, w // 4), N_y=min(50, h // 4), verbose=False)
+            v = estimate(frames.astype(np.float64), N_t=n_t, N_x=min(50, w // 8), N_y=min(50, h // 8), verbose=False)
     return np.nan_to_num(np.asarray(v, dtype=np.float64))
 
 
