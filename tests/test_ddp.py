@@ -1,6 +1,6 @@
 """Lightning's DDP on the CPU (gloo): two processes with batch B each train to the weights of one
 process with batch 2B, and test metrics are gathered from both ranks (every clip scored once,
-an uneven split included)."""
+an uneven split included), per-clip scores in the test split's order."""
 
 import json
 import subprocess
@@ -70,3 +70,9 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert scores["ddp"]["n_clips"] == scores["one"]["n_clips"] == 5
     for metric, value in scores["one"]["mean"].items():
         assert abs(scores["ddp"]["mean"][metric] - value) <= 1e-4 * max(1.0, abs(value)), metric
+    # per-clip scores (what intervals and paired tests resample) come back in the test split's
+    # order from two processes as from one, so models tested either way pair clip by clip
+    for metric, clips in scores["one"]["per_clip"].items():
+        assert len(scores["ddp"]["per_clip"][metric]) == len(clips) == 5, metric
+        for a, b in zip(scores["ddp"]["per_clip"][metric], clips):
+            assert abs(a - b) <= 1e-4 * max(1.0, abs(b)), metric

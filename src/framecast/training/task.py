@@ -50,16 +50,27 @@ class ClipScores:
 
     def per_clip(self) -> dict[str, Tensor]:
         """name -> (N, n_future): each test clip's value at each horizon step (NaN: no valid
-        pixel), in the order of the test loader (under DDP: rank 0's clips, then rank 1's...)."""
+        pixel), in the test split's order whatever the number of processes: rank ``r`` scores
+        clips ``r, r + world, ...`` (``ShardSampler``), gathered rank after rank, put back in order."""
         if not self.keep_clips:
             raise RuntimeError("per-clip scores were not kept (keep_clips=False)")
         with self.sync_context(should_unsync=True):
-            return {
+            out = {
                 name: dim_zero_cat(getattr(self, f"clips{i}")).reshape(-1, self._n_future).cpu()
                 if len(getattr(self, f"clips{i}"))
                 else torch.zeros(0, self._n_future, dtype=torch.float64)
                 for i, name in enumerate(self.names)
             }
+        dist = torch.distributed
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if world > 1:
+            n = next(iter(out.values())).shape[0]
+            order = torch.cat([torch.arange(r, n, world) for r in range(world)])  # gathered position -> clip
+            for name, v in out.items():
+                restored = torch.empty_like(v)
+                restored[order] = v
+                out[name] = restored
+        return out
 
 
 class FrameMetrics(ClipScores, torchmetrics.Metric):
