@@ -136,3 +136,34 @@ def test_linear_on_a_field_in_physical_units_and_fewer_frames():
         create_model("linear", n_frames=1)
     with pytest.raises(ConfigError, match="value_range"):
         create_model("linear", value_range=(1.0, 0.0))
+
+
+def test_compare_scores_linear_and_flow_and_skips_flow_without_opencv(tmp_path, monkeypatch):
+    import json
+
+    from framecast.evaluation.compare import build_compare_config, compare
+    from framecast.models.flow import Flow
+
+    values = {
+        "models": {"copy_last_again": {"name": "copy_last"}},
+        "data": {"n_context": 4, "n_future": 3, "batch_size": 4, "train_size": 8, "val_size": 4, "test_size": 6},
+        "trainer": {"enable_progress_bar": False},
+        "out_dir": str(tmp_path / "report"),
+        "n_examples": 2,
+        "speed_batch": 2,
+        "lpips": "off",
+    }
+    if importlib.util.find_spec("cv2") is not None:
+        results = compare(build_compare_config(values), log=lambda *_: None)
+        assert {"linear", "flow"} <= set(results)
+        # the same model twice: same clips, same scores, no difference holds
+        pairs = json.loads((tmp_path / "report" / "results.json").read_text())["uncertainty"]["pairwise"]["mse"]
+        twin = next(p for p in pairs if {p["a"], p["b"]} == {"copy_last", "copy_last_again"})
+        assert twin["diff"] == 0 and twin["better"] is None
+    monkeypatch.setattr(Flow, "unavailable", staticmethod(lambda: "flow: OpenCV is not installed; pip install x"))
+    values["out_dir"] = str(tmp_path / "without")
+    lines = []
+    results = compare(build_compare_config(values), log=lines.append)
+    assert "flow" not in results and "linear" in results
+    assert "[flow] skipped: flow: OpenCV is not installed; pip install x" in lines
+    assert "Not scored: `flow`" in (tmp_path / "without" / "report.md").read_text()
