@@ -13,10 +13,11 @@ Measures, on this machine:
   and the gather ``FrameMetrics(keep_clips=True)`` adds), the bootstrap of every metric per model
   overall and per horizon step (``runner.clip_statistics``), and every pair's paired tests
   with the summary lines (``compare.uncertainty_summary``); against a test pass of
-  ``copy_last`` through ``test_model`` and the demo's 8 minutes of training.
+  ``copy_last`` through ``test_model`` and the demo's 8 minutes of training; and the test
+  passes of ``linear`` and ``flow`` themselves.
 
-    python benchmarks/baselines.py                       # ~1 min on a 2-core CPU
-    python benchmarks/baselines.py --clips 16 --test-clips 100   # a short run
+    python benchmarks/baselines.py                       # ~3 min on a 2-core CPU
+    python benchmarks/baselines.py --clips 16 --test-clips 100   # a short run (~1 min)
 """
 
 import argparse
@@ -150,6 +151,18 @@ def main() -> None:
     print(f"  added to {DEMO_MODELS} test passes: {added:.2f} s = {100 * added / (DEMO_MODELS * test_pass):.1f}%")
     total = DEMO_TRAIN_SECONDS + DEMO_MODELS * test_pass
     print(f"  added to the demo compare (8 min training + {DEMO_MODELS} test passes): {100 * added / total:.2f}%")
+    extra = {}
+    for name in ("linear", "flow"):  # the two baselines' own test passes, new in every report
+        t = time.perf_counter()
+        test_model(
+            create_model(name), RunConfig(model={"name": name}, data=demo, train=TrainConfig(), trainer=TrainerConfig())
+        )
+        extra[name] = time.perf_counter() - t
+    print(
+        "  test passes of linear and flow: "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in extra.items())
+        + f" = {100 * sum(extra.values()) / total:.1f}% of the demo compare"
+    )
 
 
 if __name__ == "__main__":
