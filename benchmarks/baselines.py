@@ -12,7 +12,7 @@ Measures, on this machine:
   linear, flow and two trained models): keeping per-clip scores in the test pass (the appends
   and the gather ``FrameMetrics(keep_clips=True)`` adds), the bootstrap of every metric per model
   overall and per horizon step (``runner.clip_statistics``), and every pair's paired tests
-  with the summary lines (``compare.uncertainty_summary``); against a test pass of
+  with the summary lines (``report.uncertainty_summary``); against a test pass of
   ``copy_last`` through ``test_model`` and the demo's 8 minutes of training; and the test
   passes of ``linear`` and ``flow`` themselves.
 
@@ -30,7 +30,7 @@ import torch
 from framecast.config import DataConfig, RunConfig, TrainConfig, TrainerConfig
 from framecast.data import build_datasets
 from framecast.evaluation import metrics as M
-from framecast.evaluation.compare import uncertainty_summary
+from framecast.evaluation.report import uncertainty_summary
 from framecast.registry import create_model
 from framecast.speed.machine import describe, machine_profile
 from framecast.training.runner import clip_statistics, test_model
