@@ -197,6 +197,7 @@ def write_outputs(cfg, results, examples, curves, test_clips, skipped=None) -> N
     strip_png(test_clips[0], {k: v[0] for k, v in examples.items()}, nc, out / "examples.png")
     # report.md
     d, t = cfg.data, cfg.trainer
+    stride = d.stride if d.stride is not None else (1 if arrays else None)  # arrays: windows 1 step apart by default
     budget = (
         f"{t.max_time_minutes:g} minutes of training per model"
         if t.max_time_minutes
@@ -232,7 +233,14 @@ def write_outputs(cfg, results, examples, curves, test_clips, skipped=None) -> N
         "",
         f"Intervals: 95% percentile bootstrap of the mean over the {n_clips} test clips ({unc['n_boot']} resamples, "
         f"seed {unc['seed']}). A difference between two models holds where the 95% interval of the paired "
-        "bootstrap of their per-clip differences (the same clips) excludes 0; a winner is named only then.",
+        "bootstrap of their per-clip differences (the same clips) excludes 0; a winner is named only then."
+        + (f" With {n_clips} clips the intervals are rough: the bootstrap wants a few dozen." if n_clips < 30 else "")
+        + (
+            f" The test clips are windows {stride} step(s) apart, less than a clip's length: they overlap, are not "
+            "independent, and the intervals understate the uncertainty."
+            if stride is not None and stride < d.test_length
+            else ""
+        ),
         "",
         *[f"- {line}" for line in unc["summary"].values()],
     ]
