@@ -59,7 +59,7 @@ class LinearTrend(Predictor):
 
     def predict(self, context: Tensor, n_future: int, future: Tensor | None, mask: Tensor | None) -> Prediction:
         n = context.shape[1] if self.config.n_frames == 0 else min(self.config.n_frames, context.shape[1])
-        x = context[:, -n:].double()
+        x = context[:, -n:].float()
         t = torch.arange(n, dtype=x.dtype, device=x.device) - (n - 1) / 2  # centred times: slope and mean decouple
         mean = x.mean(1, keepdim=True)
         slope = (t.view(1, -1, 1, 1, 1) * (x - mean)).sum(1, keepdim=True) / t.pow(2).sum().clamp_min(1e-12)
@@ -68,7 +68,7 @@ class LinearTrend(Predictor):
         if self.config.value_range is not None:
             pred = pred.clamp(*self.config.value_range)
         else:
-            seen = context.double()
+            seen = context.float()
             lo, hi = seen.amin(dim=(1, 3, 4), keepdim=True), seen.amax(dim=(1, 3, 4), keepdim=True)
             pred = torch.maximum(torch.minimum(pred, hi), lo)
         return Prediction(pred.to(context.dtype))
