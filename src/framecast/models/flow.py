@@ -155,7 +155,11 @@ def advect(last: np.ndarray, velocity: np.ndarray, n_future: int, use_pysteps: b
 
 
 @register_model(
-    "flow", FlowConfig, trainable=False, description="optical-flow extrapolation of the last frame (OpenCV / pysteps)"
+    "flow",
+    FlowConfig,
+    trainable=False,
+    description="optical-flow extrapolation of the last frame (OpenCV / pysteps)",
+    paper="https://doi.org/10.5194/gmd-12-4185-2019",
 )
 class Flow(Predictor):
     """Moves the last context frame along the motion seen in the context (module docstring)."""
