@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.framecast-installed
 VENV_MIN  ?= .venv-min
 MIN_STAMP := $(VENV_MIN)/.framecast-installed
 
-.PHONY: setup demo test bench lint docs clean setup-min test-min snapshot
+.PHONY: setup demo test bench lint docs clean setup-min test-min snapshot wheel-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: $(STAMP)
 # benchmarks/results/; --strict: a broken link, anchor or reference fails the build.
 docs: $(STAMP)
 	$(BIN)/python -m mkdocs build --strict
+
+# The wheel and the sdist as users get them: built, installed into a fresh venv and run from
+# outside the checkout (scripts/check_wheel.sh says what it checks)
+wheel-check: $(STAMP)
+	BUILD_PYTHON=$(BIN)/python PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" scripts/check_wheel.sh
 
 # Every ">=" floor of pyproject.toml (dependencies and all extras) pinned with "==" by
 # scripts/min_versions.py, so the pins cannot drift from what the package declares; wheels only,

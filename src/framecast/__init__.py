@@ -16,5 +16,16 @@ from framecast.checkpoint import load_checkpoint
 from framecast.forecasting import Forecaster
 from framecast.registry import create_model, list_models
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version; a checkout imported without installing has none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("framecast")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _version()
 __all__ = ["Forecaster", "__version__", "create_model", "forecast", "list_models", "load_checkpoint"]
