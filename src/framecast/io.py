@@ -1,4 +1,6 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename.
+"""Atomic file writes, and the lock that makes a run folder one process's.
+
+Atomic writes: write to a temporary file beside the target, then rename.
 
 A reader never sees a half-written report, config or checkpoint; a crash or a full disk
 leaves the previous file intact. The new file gets the mode an ordinary ``open(path, "w")`` would
@@ -9,16 +11,27 @@ removed by the next write of the same target once it is older than ``STALE_SECON
 writer keeps touching its temporary file, and framecast writes each file from one process only
 (under DDP, rank 0 writes checkpoints, configs and reports), so no live writer's file is ever
 that old. Temporary files of other targets are never touched.
+
+A run folder (``framecast fit``'s ``out_dir``, ``framecast compare``'s report folder) belongs to
+one process at a time: ``run_folder_lock`` holds an operating-system lock on ``<folder>/.lock``
+while the run writes there, and a second process on the same folder refuses in one line naming
+the first.
 """
 
+import contextlib
 import errno
+import json
 import os
 import re
+import shlex
 import shutil
+import socket
 import stat
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -164,3 +177,110 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+# --------------------------------------------------------------------------- one process per run folder
+
+LOCK_NAME = ".lock"  # the locked file in a run folder (its content is nothing)
+HOLDER_NAME = ".lock.holder.json"  # beside it: pid, host and command line of the process holding it
+# a process that a launcher started as another rank of a multi-process run (DDP) has one of
+# these set to a rank other than 0; rank 0 holds the lock for all of them
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+class RunFolderInUse(FramecastError):
+    """Another process holds the run folder's lock."""
+
+
+_held: dict[Path, list] = {}  # folder (resolved) -> [FileLock, depth]: this process's locks
+_held_guard = threading.Lock()
+
+
+def _other_rank() -> bool:
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value and value != "0":
+            return True
+    return False
+
+
+def _command_line() -> str:
+    """This process's command line, ``framecast fit ...`` for the CLI however it was started."""
+    argv = list(sys.argv) or ["python"]
+    first = Path(argv[0])
+    if first.parent.name == "framecast" and first.name in ("cli.py", "__main__.py"):  # python -m framecast
+        argv[0] = "framecast"
+    else:
+        argv[0] = first.name or "python"
+    return shlex.join(argv)
+
+
+def _holder(folder: Path) -> str:
+    """Who holds ``folder``'s lock, as its holder file says: ``pid 1234 on host, "framecast fit ..."``."""
+    try:
+        info = json.loads((folder / HOLDER_NAME).read_text())
+        command = " ".join(str(info["command"]).split())
+        if len(command) > 160:
+            command = command[:157] + "..."
+        return f'pid {int(info["pid"])} on {info["host"]}, "{command}"'
+    except (OSError, ValueError, KeyError, TypeError):  # not written yet, or being replaced
+        return "its pid not recorded yet"
+
+
+@contextlib.contextmanager
+def run_folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold ``folder`` (created if missing) as this process's run folder for the ``with`` block;
+    another process holding it raises ``RunFolderInUse``, in one line naming that process.
+
+    The lock is the operating system's (``filelock`` on ``<folder>/.lock``): the kernel drops it
+    when its process exits or is killed, so a lock file left behind never blocks. The holder's pid,
+    host and command line go to ``<folder>/.lock.holder.json`` for the refusal to name; it is
+    removed on release. Within one process the lock is reentrant (a nested block on the same
+    folder holds it once, released by the outermost). Under DDP only rank 0 locks (``RANK`` and
+    the other launchers' rank variables say which process is which); the other ranks write into
+    the folder rank 0 holds.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    if _other_rank():
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    with _held_guard:
+        entry = _held.get(key)
+        if entry is not None:
+            entry[1] += 1
+        else:
+            lock = FileLock(str(key / LOCK_NAME), timeout=0)
+            try:
+                lock.acquire()
+            except Timeout:
+                raise RunFolderInUse(
+                    f"{folder} is in use by another framecast process ({_holder(folder)}); "
+                    f"wait for it or pick another --out_dir"
+                ) from None
+            except OSError as e:
+                raise FramecastError(
+                    f"cannot lock {folder / LOCK_NAME} ({e.strerror or e}); pick an --out_dir on a "
+                    f"file system that takes locks and that you can write to"
+                ) from None
+            entry = _held[key] = [lock, 1]
+            try:
+                info = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command_line()}
+                atomic_write_text(key / HOLDER_NAME, json.dumps(info))
+            except BaseException:
+                del _held[key]
+                lock.release()
+                raise
+    try:
+        yield
+    finally:
+        with _held_guard:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _held[key]
+                with contextlib.suppress(OSError):
+                    (key / HOLDER_NAME).unlink(missing_ok=True)
+                entry[0].release()

@@ -37,7 +37,7 @@ from framecast.config import (
 from framecast.data import build_datasets
 from framecast.errors import FramecastError
 from framecast.evaluation.report import write_outputs
-from framecast.io import atomic_write_text
+from framecast.io import atomic_write_text, run_folder_lock
 from framecast.layers import as_hw
 from framecast.registry import create_model, get_entry
 from framecast.resolve import ResolvedRun, resolve_data, resolve_model_config
@@ -190,10 +190,19 @@ def make_lpips(mode: str, log=print):
 
 
 def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
-    """Train, test and report every model of ``cfg``; returns the results mapping."""
+    """Train, test and report every model of ``cfg``; returns the results mapping.
+
+    The report folder is this process's while it runs (``framecast.io.run_folder_lock``): another
+    compare or fit on it refuses, naming this one. Each model's fit holds its own folder,
+    ``runs/<label>`` under it."""
     cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))  # the data's shape, read once for every model
+    with run_folder_lock(cfg.out_dir):
+        return _compare(cfg, log)
+
+
+def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # DDP ranks other than 0 take no lock, which makes it
     data = build_datasets(cfg.data)
     test_clips = torch.stack(
         [data["test"][i] for i in range(min(len(data["test"]), max(cfg.n_examples, cfg.speed_batch)))]

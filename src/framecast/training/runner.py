@@ -22,7 +22,7 @@ from framecast.data import FrameDataModule
 from framecast.errors import FramecastError, warn
 from framecast.evaluation import uncertainty as U
 from framecast.evaluation.metrics import describe_array_metrics
-from framecast.io import atomic_write_text
+from framecast.io import atomic_write_text, run_folder_lock
 from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
 from framecast.resolve import ResolvedRun, resolve_data, resolve_run
@@ -214,6 +214,8 @@ def fit(cfg: RunConfig | ResolvedRun, resume: bool = True, callbacks: list[Callb
     ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``, and TensorBoard logs in ``tb/``.
     With ``resume`` and a ``last.ckpt`` present, training continues from it, if it was trained
     with the same config (every checkpoint stores it; ``check_resume`` says what may differ).
+    The run folder is this process's while it trains (``framecast.io.run_folder_lock``): another
+    fit or compare on it refuses, naming this one.
     """
     run = resolve_run(cfg)
     cfg = run.config
@@ -228,6 +230,16 @@ def fit(cfg: RunConfig | ResolvedRun, resume: bool = True, callbacks: list[Callb
     if cfg.data.is_array:  # physical values: no [0, 1] check, masked NaNs, metrics in physical units
         check_array_model(task.model, cfg.data)
         task.use_array_data(data.array_meta)
+    with run_folder_lock(out):  # a second fit or compare on this folder refuses, naming this process
+        return _train(run, task, data, resume, callbacks)
+
+
+def _train(
+    run: ResolvedRun, task: FrameTask, data: FrameDataModule, resume: bool, callbacks: list[Callback] | None
+) -> dict[str, Any]:
+    """``fit``'s training, in its run folder ``out_dir`` (held by ``fit``)."""
+    cfg = run.config
+    out = Path(cfg.out_dir)
     # Resuming reads our own run folder, but still as untrusted data: tensors and plain containers
     # only; a truncated last.ckpt falls back to the one before it (last.prev.ckpt).
     ckpt_dir = out / "checkpoints"
