@@ -106,7 +106,7 @@ def test_npy_series_round_trip_through_the_cli(tmp_path, capsys, monkeypatch):
     assert stored["shift"] == pytest.approx([100, 200], abs=1.0)  # fitted means, in the data's units
 
     assert main(["test", "--checkpoint", str(ckpt), "--lpips", "off", *common]) == 0
-    metrics = json.loads((tmp_path / "run" / "test" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "checkpoints" / "best.test" / "metrics.json").read_text())
     mean = metrics["mean"]
     assert {"mse", "mae", "rmse", "mse_norm", "mse/s[0]", "rmse/s[1]"} <= set(mean)
     assert "ssim" not in mean and "psnr" not in mean and "not computed" in metrics["metrics"]["ssim, psnr"]

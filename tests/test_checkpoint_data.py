@@ -42,7 +42,8 @@ def test_test_scores_on_the_checkpoints_data_by_default(trained, tmp_path, capsy
     code, out, err = run(["test", "--checkpoint", trained], capsys)
     assert code == 0, err
     assert "note" not in err
-    metrics = json.loads((tmp_path / "run" / "test" / "metrics.json").read_text())
+    # beside the checkpoint: runs/x/checkpoints/best.ckpt -> runs/x/checkpoints/best.test/
+    metrics = json.loads((tmp_path / "run" / "checkpoints" / "best.test" / "metrics.json").read_text())
     assert metrics["data"] == {
         "dataset": "moving_mnist",
         "root": None,
@@ -58,6 +59,23 @@ def test_test_scores_on_the_checkpoints_data_by_default(trained, tmp_path, capsy
     assert len(metrics["per_horizon"]["mse"]) == 3 and metrics["n_clips"] == 5
     assert metrics["data_config"]["image_size"] == 32 and metrics["checkpoint"] == trained
     assert "convlstm on moving_mnist test split, 5 clips of 32x32x1, 4 -> 3 frames" in out
+
+
+def test_test_writes_beside_the_export_it_scores_or_where_out_says(trained, tmp_path, capsys):
+    from framecast.checkpoint import export_safetensors
+
+    export = export_safetensors(trained, tmp_path / "some" / "dir" / "model.safetensors")
+    code, out, err = run(["test", "--checkpoint", str(export)], capsys)
+    assert code == 0, err
+    results = tmp_path / "some" / "dir" / "model.test"
+    assert sorted(p.name for p in results.iterdir()) == ["metrics.json", "per_horizon.csv"]
+    assert json.loads((results / "metrics.json").read_text())["checkpoint"] == str(export)
+    assert f"wrote {results / 'metrics.json'}" in out
+    assert not (tmp_path / "some" / "test").exists()  # not one level up, outside the export's folder
+
+    code, out, err = run(["test", "--checkpoint", str(export), "--out", str(tmp_path / "elsewhere")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "elsewhere" / "metrics.json").is_file()
 
 
 def test_a_data_override_is_noted_in_one_line(trained, tmp_path, capsys):

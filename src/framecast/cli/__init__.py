@@ -3,6 +3,7 @@
     framecast models [PATTERN]
     framecast fit     [--config FILE]... [--section.key VALUE]... [--no-resume]
     framecast test    [--checkpoint CKPT] [--config FILE]... [--section.key VALUE]... [--out DIR]
+                      (results: --out DIR, else beside CKPT in <name>.test/)
     framecast compare [--config FILE]... [--models a,b] [--section.key VALUE]...
     framecast forecast VIDEO --checkpoint CKPT [--out forecast.gif]
     framecast export  CKPT --out model.safetensors
@@ -111,6 +112,16 @@ def _trained_data(checkpoint: str, model: Any) -> tuple[dict[str, Any] | None, s
     )
 
 
+def results_folder(checkpoint: str | None) -> Path:
+    """Where ``framecast test`` writes without ``--out``: beside the checkpoint or export it scores,
+    ``<name>.test/`` (``runs/x/checkpoints/best.ckpt`` -> ``runs/x/checkpoints/best.test/``); a
+    baseline (no checkpoint): ``runs/test/``."""
+    if not checkpoint:
+        return Path("runs/test")
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}.test")
+
+
 def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     import dataclasses
 
@@ -163,7 +174,7 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     res = test_model(model, run, lpips=lpips)
     if not _is_rank_zero():
         return  # under DDP every rank holds the gathered results; rank 0 writes them
-    out = Path(args.out or (Path(args.checkpoint).parent.parent / "test" if args.checkpoint else "runs/test"))
+    out = Path(args.out) if args.out else results_folder(args.checkpoint)
     record = {"model": model.model_name, "checkpoint": args.checkpoint, **res, "data_config": to_dict(cfg.data)}
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=2))
     buf = io.StringIO()
@@ -323,7 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_fit)
     s = sub.add_parser("test", help="score a checkpoint or a baseline on the test set", **_config_usage("test"))
     s.add_argument("--checkpoint")
-    s.add_argument("--out", help="folder for metrics.json and per_horizon.csv")
+    s.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for metrics.json and per_horizon.csv (default: beside the checkpoint, <name>.test/: "
+        "model.safetensors -> model.test/; a baseline: runs/test/)",
+    )
     s.add_argument(
         "--lpips", choices=["auto", "on", "off"], default="auto", help="LPIPS metric (needs AlexNet weights)"
     )
