@@ -89,15 +89,20 @@ def test_bad_input_is_one_line(args, message, capsys, tmp_path, monkeypatch):
 def test_not_a_checkpoint_and_pickle_payload(capsys, tmp_path):
     (tmp_path / "notes.ckpt").write_text("hello")
     code, _, err = run(["test", "--checkpoint", str(tmp_path / "notes.ckpt")], capsys)
-    assert code == 2 and "not a readable PyTorch checkpoint" in err
+    assert code == 2 and "notes.ckpt: not a framecast checkpoint (found: a text file)" in err
 
     class Payload:
         def __reduce__(self):
             return (exec, ("open('PWNED', 'w').write('x')",))
 
-    (tmp_path / "evil.ckpt").write_bytes(pickle.dumps({"state_dict": Payload()}))
+    # a PyTorch checkpoint carrying code: torch's weights-only unpickler refuses it
+    torch.save({"state_dict": Payload()}, tmp_path / "evil.ckpt")
     code, _, err = run(["test", "--checkpoint", str(tmp_path / "evil.ckpt")], capsys)
-    assert code == 2 and "refused to load" in err
+    assert code == 2 and "refused to load" in err and "(unsupported global exec)" in err
+    # a bare pickle is no PyTorch file: never unpickled at all
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"state_dict": Payload()}))
+    code, _, err = run(["test", "--checkpoint", str(tmp_path / "evil.pkl")], capsys)
+    assert code == 2 and "not a framecast checkpoint (found: a Python pickle that is no PyTorch checkpoint" in err
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -109,6 +114,18 @@ def test_models_lists_the_registry(capsys):
     # every registered size's parameter count: published, cpu, test (convlstm: 4 x 128 | 2 x 64 | 2 x 8)
     row = next(line for line in out.splitlines() if line.startswith("convlstm "))
     assert row.split()[1:7] == ["11.68", "M", "0.59", "M", "0.01", "M"]
+
+
+def test_models_lists_a_model_whose_extra_is_missing_with_how_to_install_it(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm.models.maxxvit", None)  # as if timm were not installed
+    code, out, err = run(["models", "maxvit*"], capsys)
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("maxvit")]
+    assert len(rows) == 2 and all(
+        r.endswith("(the maxvit model needs timm: pip install 'framecast[maxvit]')") for r in rows
+    )
+    code, _, err = run(["fit", "--model.name", "maxvit"], capsys)
+    assert code == 2 and err == "framecast: error: the maxvit model needs timm: pip install 'framecast[maxvit]'\n"
 
 
 def test_console_script_is_installed_and_python_m_framecast_runs():

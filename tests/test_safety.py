@@ -66,7 +66,8 @@ def test_a_corrupt_last_checkpoint_twice_in_a_row_still_resumes(tiny_overrides, 
         assert read_checkpoint(ckpts / "last.prev.ckpt")["global_step"] == 3
     assert start.steps == [3, 3]  # both times from the good step-3 checkpoint
     err = capsys.readouterr().err
-    assert err.count("last.ckpt: refused to load") == 2 and err.count("unreadable last.ckpt was moved to") == 2
+    assert err.count("last.ckpt: not a framecast checkpoint (found: bytes of no known format") == 2
+    assert err.count("unreadable last.ckpt was moved to") == 2
     assert (ckpts / "last.corrupt.ckpt").read_bytes() == b"\x00garbage" * 100
 
 
@@ -157,3 +158,50 @@ def test_a_checkpoint_write_that_fails_mid_file_says_disk_full_and_keeps_the_las
     monkeypatch.undo()
     assert path.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary left behind
+
+
+def _file_kinds(tmp_path):
+    """Files people hand over as checkpoints that are none, and what the refusal names."""
+    import zipfile
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "random.ckpt").write_bytes(rng.integers(1, 256, 4096, dtype=np.uint8).tobytes())
+    (tmp_path / "notes.ckpt").write_text("epoch 3: val/mse 41.2\n")
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    with zipfile.ZipFile(tmp_path / "archive.ckpt", "w") as z:
+        z.writestr("weights/readme.txt", "x")
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "plain.ckpt")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "legacy.ckpt", _use_new_zipfile_serialization=False)
+    torch.save([torch.zeros(2)], tmp_path / "list.ckpt")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    return {
+        "random.ckpt": "bytes of no known format, neither PyTorch nor safetensors",
+        "notes.ckpt": "a text file",
+        "empty.ckpt": "an empty file",
+        "archive.ckpt": "a zip archive that is no PyTorch checkpoint, holding weights/readme.txt",
+        "plain.ckpt": "a PyTorch file without framecast metadata, keys: state_dict",
+        "legacy.ckpt": "a PyTorch file without framecast metadata, keys: w",
+        "list.ckpt": "a PyTorch file holding a list, not a dict",
+        "foreign.safetensors": "a safetensors file without framecast metadata, 1 tensor",
+        "array.npy": "a NumPy .npy array",
+    }
+
+
+def test_a_file_that_is_no_checkpoint_says_so_in_one_line_naming_what_it_holds(tmp_path, capsys):
+    from framecast import load_checkpoint
+    from framecast.cli import main
+
+    for name, found in _file_kinds(tmp_path).items():
+        path = tmp_path / name
+        with pytest.raises(FramecastError) as e:
+            load_checkpoint(path)
+        assert str(e.value).startswith(f"{path}: not a framecast checkpoint (found: {found}); "), str(e.value)
+        assert "other than tensors" not in str(e.value)
+        assert main(["test", "--checkpoint", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"not a framecast checkpoint (found: {found})" in err, err
+    assert not (tmp_path / "random.test").exists()  # nothing written

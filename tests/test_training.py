@@ -188,7 +188,10 @@ def test_an_export_comes_back_wherever_a_checkpoint_goes(tiny_overrides, tmp_pat
     save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     (tmp_path / "broken.safetensors").write_bytes(b"not weights")
     capsys.readouterr()
-    for name, message in (("foreign", "without framecast metadata"), ("broken", "not a readable safetensors file")):
+    for name, message in (
+        ("foreign", "without framecast metadata"),
+        ("broken", "not a framecast checkpoint (found: a text file)"),
+    ):
         assert main(["forecast", str(frames), "--checkpoint", str(tmp_path / f"{name}.safetensors")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err

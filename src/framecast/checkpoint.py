@@ -7,9 +7,12 @@ alone. An export (``export_safetensors``) carries the same metadata in its safet
 and loads through ``load_checkpoint`` like the checkpoint it came from.
 """
 
+import codecs
 import json
 import os
 import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -22,19 +25,90 @@ from framecast.errors import FramecastError
 from framecast.io import atomic_write, atomic_write_text, previous_path
 from framecast.registry import create_model
 
+# The signatures of files people mistake for checkpoints: what a refusal says it found
+_MAGIC = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+)
+# a PyTorch file of the legacy (not zip) format starts with this magic number, pickled (LONG1)
+_LEGACY_TORCH = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+_NOT_OURS = "give a checkpoint written by `framecast fit`, or its `framecast export`"
+
+
+def not_a_checkpoint(path: Path, found: str, fix: str = _NOT_OURS) -> FramecastError:
+    """The one-line error for a file that is no framecast checkpoint, naming what it holds."""
+    return FramecastError(f"{path}: not a framecast checkpoint (found: {found}); {fix}")
+
+
+def _foreign(path: Path) -> str | None:
+    """What ``path`` holds, judged by its first bytes, when it cannot be a PyTorch checkpoint (a
+    zip with a ``data.pkl``, or a legacy PyTorch pickle); None when it may be one. A damaged zip
+    or PyTorch pickle gives None too: ``torch.load`` says what is wrong with it."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "an empty file"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return None  # a truncated checkpoint looks like this: torch.load names it
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return None
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        return f"a zip archive that is no PyTorch checkpoint, holding {shown}" if names else "an empty zip archive"
+    if head[:1] == b"\x80":  # a pickle (protocol 2 or later)
+        if _LEGACY_TORCH in head[:32]:
+            return None
+        return "a Python pickle that is no PyTorch checkpoint, left unpickled"
+    if is_safetensors(path):
+        return "a safetensors file"  # only reached from read_checkpoint: load_checkpoint reads these
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "a truncated or damaged safetensors file"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if b"\x00" not in head:
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+            return "a text file"
+        except UnicodeDecodeError:
+            pass
+    return "bytes of no known format, neither PyTorch nor safetensors"
+
+
+def _refused(e: BaseException) -> str:
+    """What torch's weights-only unpickler refused, without its advice to allow it."""
+    text = str(e)
+    name = re.search(r"GLOBAL ([\w.]+)", text)
+    if name:
+        return f"unsupported global {name.group(1)}"
+    other = re.search(r"Unsupported [^\n.]+", text)
+    if other:
+        return other.group(0).strip()[:120]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:160] if lines else "unsupported object"
+
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True`` and one-line errors for every bad file."""
+    """``torch.load`` with ``weights_only=True`` and one-line errors for every bad file: a file
+    that cannot be a PyTorch checkpoint is named by what it holds and never unpickled."""
     path = Path(path)
     if not path.is_file():
         raise FramecastError(f"checkpoint not found: {path}")
+    found = _foreign(path)
+    if found is not None:
+        raise not_a_checkpoint(path, found)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
         raise FramecastError(
             f"{path}: refused to load: the file holds objects other than tensors and plain data "
-            f"({first[:160]}); framecast never runs code from a checkpoint"
+            f"({_refused(e)}); framecast never runs code from a checkpoint"
         ) from None
     except Exception as e:  # torch raises many types for foreign or truncated files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -42,7 +116,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: not a readable PyTorch checkpoint (truncated or another format: {msg[:160]})"
         ) from None
     if not isinstance(obj, dict):
-        raise FramecastError(f"{path}: not a framecast checkpoint (holds a {type(obj).__name__}, not a dict)")
+        raise not_a_checkpoint(path, f"a PyTorch file holding a {type(obj).__name__}, not a dict")
     return obj
 
 
@@ -200,14 +274,16 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     horizons and whatever the run stored there).
     """
     path = Path(path)
-    if path.is_file() and (is_safetensors(path) or path.suffix.lower() == ".safetensors"):
+    if path.is_file() and is_safetensors(path):  # by content: a .safetensors name on other bytes is named below
         return load_safetensors(path)
     ckpt = read_checkpoint(path)
     meta = ckpt.get("framecast")
     if not isinstance(meta, dict) or "model" not in meta:
-        raise FramecastError(
-            f"{path}: not a framecast checkpoint (no model name and config inside); weights from "
-            f"the official PredRNN code or OpenSTL go through `framecast convert` first"
+        keys = ", ".join(map(str, list(ckpt)[:4])) + (", ..." if len(ckpt) > 4 else "")
+        raise not_a_checkpoint(
+            path,
+            f"a PyTorch file without framecast metadata, keys: {keys or 'none'}",
+            "weights from the official PredRNN code or OpenSTL go through `framecast convert` first",
         )
     return _build_model(path, meta, model_state(ckpt))
 
@@ -268,8 +344,9 @@ def load_safetensors(path: str | Path) -> nn.Module:
     except json.JSONDecodeError:
         meta = None
     if not isinstance(meta, dict) or "model" not in meta:
-        raise FramecastError(
-            f"{path}: safetensors file without framecast metadata (model name and config); "
-            f"framecast loads the files `framecast export` writes"
+        raise not_a_checkpoint(
+            path,
+            f"a safetensors file without framecast metadata, {len(tensors)} tensor{'s' if len(tensors) != 1 else ''}",
+            "framecast loads the safetensors files `framecast export` writes",
         )
     return _build_model(path, meta, tensors)
