@@ -17,6 +17,10 @@ class InputError(FramecastError, ValueError):
     """Frames handed to a model have the wrong shape, type or range (a ``ValueError`` too)."""
 
 
+class MissingPackage(FramecastError, ImportError):
+    """An optional package a model or feature needs is not installed (an ``ImportError`` too)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

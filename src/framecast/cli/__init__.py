@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from framecast.cli.options import _config_help, _config_usage, _print_yaml, _values
-from framecast.errors import FramecastError
+from framecast.errors import FramecastError, MissingPackage
 
 
 def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
@@ -47,12 +47,17 @@ def cmd_models(args: argparse.Namespace, rest: list[str]) -> None:
     for name in names:
         entry = get_entry(name)
         counts = []
-        for size in order:
-            if size in entry.sizes:
-                counts.append(f"{parameter_count(name, size) / 1e6:7.2f} M")
-            else:
-                counts.append(f"{'-' if entry.trainable else '0':>9}")
-        flops = [registered_flops(name, s) if s in entry.sizes else None for s in ("published", "cpu")]
+        try:
+            for size in order:
+                if size in entry.sizes:
+                    counts.append(f"{parameter_count(name, size) / 1e6:7.2f} M")
+                else:
+                    counts.append(f"{'-' if entry.trainable else '0':>9}")
+            flops = [registered_flops(name, s) if s in entry.sizes else None for s in ("published", "cpu")]
+        except MissingPackage as e:  # an optional extra not installed: listed, with how to get it
+            dashes = "  ".join(f"{'-':>9}" for _ in order)
+            print(f"{name:<{width}}  {dashes}  {'-':>16}  {'-':>6}  {entry.description} ({e})")
+            continue
         shown = [f"{f / 1e9:.1f}" if f else "-" for f in flops]
         print(f"{name:<{width}}  {'  '.join(counts)}  {shown[0]:>16}  {shown[1]:>6}  {entry.description}")
     print("FLOPs count a multiply-add as 2 (torch.utils.flop_counter); OpenSTL's tables (fvcore) count it as 1")

@@ -24,7 +24,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from framecast.errors import ConfigError, InputError
+from framecast.errors import ConfigError, InputError, MissingPackage
 from framecast.layers import as_hw, check_patch, show_size
 from framecast.models.base import Prediction, Predictor
 from framecast.registry import register_model
@@ -112,8 +112,8 @@ class MaxViT(Predictor):
         super().__init__(config)
         try:
             from timm.models.maxxvit import MaxxVitBlock, MaxxVitConvCfg, MaxxVitTransformerCfg
-        except ImportError as e:
-            raise ImportError("the maxvit model needs timm: pip install 'framecast[maxvit]'") from e
+        except ImportError:
+            raise MissingPackage("the maxvit model needs timm: pip install 'framecast[maxvit]'") from None
         c, p, d = config.channels, config.patch_size, config.dim
         self.stem = nn.Conv2d(config.n_context * c, d, p, stride=p)
         tcfg = MaxxVitTransformerCfg(
