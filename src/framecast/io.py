@@ -227,6 +227,20 @@ def _holder(folder: Path) -> str:
         return "its pid not recorded yet"
 
 
+def _write_holder(folder: Path) -> None:
+    """Record this process in ``folder``'s holder file, whole or not at all (renamed into place;
+    not fsynced: it describes a live process, nothing to keep across a power cut). A failed
+    write leaves the lock held, and a refusal without a pid."""
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command_line()}
+    tmp = folder / f".{HOLDER_NAME}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, folder / HOLDER_NAME)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def run_folder_lock(folder: str | Path) -> Iterator[None]:
     """Hold ``folder`` (created if missing) as this process's run folder for the ``with`` block;
@@ -266,14 +280,8 @@ def run_folder_lock(folder: str | Path) -> Iterator[None]:
                     f"cannot lock {folder / LOCK_NAME} ({e.strerror or e}); pick an --out_dir on a "
                     f"file system that takes locks and that you can write to"
                 ) from None
-            entry = _held[key] = [lock, 1]
-            try:
-                info = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command_line()}
-                atomic_write_text(key / HOLDER_NAME, json.dumps(info))
-            except BaseException:
-                del _held[key]
-                lock.release()
-                raise
+            _held[key] = entry = [lock, 1]
+            _write_holder(key)
     try:
         yield
     finally:
