@@ -21,7 +21,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/framecast-wheel-check.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 START=$SECONDS
 
-step() { printf '\n== wheel-check: %s\n' "$*"; }
+step() { printf '\n== wheel-check [%d s]: %s\n' $((SECONDS - START)) "$*"; }
 ok() { printf 'ok: %s\n' "$*"; }
 fail() {
     printf 'wheel-check: FAIL: %s\n' "$*" >&2
