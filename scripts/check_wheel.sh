@@ -48,12 +48,15 @@ step "what the wheel and the sdist hold"
 "$BUILD_PYTHON" - "$wheel" "$sdist" <<'EOF'
 import sys, tarfile, zipfile
 from email.parser import Parser
+from pathlib import Path
 
 wheel, sdist = sys.argv[1:]
 names = set(zipfile.ZipFile(wheel).namelist())
-need = ["framecast/py.typed", "framecast/data/assets/mnist_digits_20px.npz", "framecast/cli.py",
-        "framecast/training/runner.py"]
-missing = [n for n in need if n not in names]
+# every module of the checkout, and the package data: the digits and py.typed
+src = Path("src")
+modules = sorted(str(p.relative_to(src)) for p in (src / "framecast").rglob("*.py") if "__pycache__" not in p.parts)
+need = ["framecast/py.typed", "framecast/data/assets/mnist_digits_20px.npz"]
+missing = [n for n in need + modules if n not in names]
 licenses = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
 meta_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
 meta = Parser().parsestr(zipfile.ZipFile(wheel).read(meta_name).decode())
@@ -71,8 +74,7 @@ if sdist_missing:
     errors.append(f"the sdist lacks {', '.join(sdist_missing)}")
 if errors:
     sys.exit("wheel-check: FAIL: " + "; ".join(errors))
-py_files = sum(n.startswith("framecast/") and n.endswith(".py") for n in names)
-print(f"ok: the wheel holds {', '.join(need)} ({py_files} .py files), {licenses[0]}; "
+print(f"ok: the wheel holds {', '.join(need)}, all {len(modules)} modules of src/framecast, {licenses[0]}; "
       f"License-Expression: {meta['License-Expression']}")
 print(f"ok: the sdist holds {', '.join(sdist_need)}")
 EOF
