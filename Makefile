@@ -1,5 +1,6 @@
 # framecast: `make demo` sets up and runs the quick comparison; `make test` sets up and runs the tests;
 # `make docs` sets up and builds the documentation site into site/ (mkdocs build --strict).
+# `make wheel-check` builds the wheel and the sdist and runs framecast from the wheel in a fresh venv.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
