@@ -643,7 +643,11 @@ def _summary_records(records: list[dict]) -> list[dict]:
     ]
 
 
-def summary_table(records: list[dict] | None = None, link: str = "docs/benchmarks.md") -> str:
+def summary_table(
+    records: list[dict] | None = None,
+    link: str | None = "benchmarks/results/",
+    text: str = "the benchmarks page of the docs",
+) -> str:
     """One short table for the README: each shipped config's test MSE and SSIM after 30 minutes of
     training on Moving MNIST with ``precision: auto``, on whichever machine measured it, the
     machines named under it and a link to the full page."""
@@ -688,7 +692,8 @@ def summary_table(records: list[dict] | None = None, link: str = "docs/benchmark
         f"{' or '.join(cores) or '?'} CPU cores, `precision: auto`{picked_precision}; measured {_span(dates) or '?'}. "
         + "Machines: "
         + "; ".join(f"{short}: {label}" for short, (label, _) in named)
-        + f". Commands, dates and the other benchmarks: [{link}]({link}).",
+        + f". Commands, dates and the other benchmarks: {text}"
+        + (f", rendered from [{link}]({link})." if link else "."),
     ]
     return "\n".join(lines)
 
@@ -713,7 +718,7 @@ def benchmarks_page(records: list[dict] | None = None, images_prefix: str = PAGE
     ]
     machines = {r["machine_tag"]: r["machine_label"] for r in records if r["machine"]}
     lines += [f"- `{tag}`: {label}" for tag, label in sorted(machines.items())] + [""]
-    lines += ["## The 30-minute table", "", summary_table(records, link="#time-to-quality"), ""]
+    lines += ["## The 30-minute table", "", summary_table(records, link=None, text="the sections below"), ""]
     by_group: dict[str, list[dict]] = {}
     for rec in records:
         by_group.setdefault(rec["group"] or "other", []).append(rec)
