@@ -37,6 +37,7 @@ from framecast.config import (
 from framecast.data import build_datasets
 from framecast.errors import FramecastError
 from framecast.evaluation.report import write_outputs
+from framecast.evaluation.sections import parse_corruptions, score_sections, sections_of
 from framecast.io import atomic_write_text, run_folder_lock
 from framecast.layers import as_hw
 from framecast.registry import create_model, get_entry
@@ -60,10 +61,18 @@ class CompareConfig:
     n_examples: int = 4  # test clips shown in examples.gif and examples.png
     speed_batch: int = 16  # batch of the inference-speed measurement
     lpips: str = "auto"  # auto: score LPIPS where its weights are on the machine; on: require it; off
+    # PredBench's tests beyond the training horizon (evaluation/sections.py), each a report section:
+    long_term: int = 0  # also test on a horizon this many times data.n_future (3: 10 -> 30); 0 or 1: off
+    test_data: DataConfig | None = None  # also test on this data without retraining (generalization)
+    robustness: list[str] = field(default_factory=list)  # context corruptions KIND:RATE: drop, duplicate, noise
+    robustness_seed: int = 0  # seed of the corruptions (the same seed corrupts the same clips the same way)
 
     def __post_init__(self) -> None:
         if self.lpips not in ("auto", "on", "off"):
             raise ConfigError(f"lpips must be auto, on or off, got {self.lpips!r}")
+        if self.long_term < 0:
+            raise ConfigError(f"long_term must be a whole multiple of the training horizon (0: off), got {self.long_term}")
+        parse_corruptions(self.robustness)
 
 
 def build_compare_config(values: dict[str, Any]) -> CompareConfig:
@@ -215,6 +224,7 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
 
     labels = list(cfg.baselines) + [m for m in cfg.models if m not in cfg.baselines]
     skipped: dict[str, str] = {}
+    sections = sections_of(cfg)
     for label in labels:
         is_baseline = label in cfg.baselines and label not in cfg.models
         why = getattr(get_entry(label).cls, "unavailable", None) if is_baseline else None
@@ -289,6 +299,10 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
                 "config": resolved.model,
             }
             atomic_write_text(done_file, json.dumps(res, indent=2))
+        if sections:  # scored apart from result.json: adding a section later reuses the training
+            ckpt = res.get("checkpoint")
+            stamp = f"{fp}:{ckpt}:{Path(ckpt).stat().st_mtime_ns if ckpt and Path(ckpt).is_file() else ''}"
+            res["sections"] = score_sections(sections, model, resolved, run_dir, stamp, scorer, log)
         results[label] = res
         curves[label] = res["loss_curve"]
         with torch.no_grad():
@@ -300,5 +314,5 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
         m = res["test"]["mean"]
         res["gap_to_copy_last"] = {k: m[k] - ref[k] for k in ("mse", "ssim") if k in m and k in ref} if ref else None
 
-    write_outputs(cfg, results, examples, curves, test_clips, skipped)
+    write_outputs(cfg, results, examples, curves, test_clips, skipped, sections)
     return results

@@ -14,6 +14,7 @@ import torch
 
 from framecast.config import to_dict
 from framecast.evaluation import uncertainty as U
+from framecast.evaluation.sections import report_sections
 from framecast.evaluation.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
 from framecast.io import atomic_write_text
 from framecast.layers import show_size
@@ -139,10 +140,11 @@ def _pair_lines(metric: str, header: str, pairs: list[dict[str, Any]], n_boot: i
     return lines
 
 
-def write_outputs(cfg, results, examples, curves, test_clips, skipped=None) -> None:
+def write_outputs(cfg, results, examples, curves, test_clips, skipped=None, sections=()) -> None:
     """Write the report folder of a comparison ``cfg`` (a ``CompareConfig``): results.csv,
     results.json, the per-horizon and loss plots, examples.gif/png and report.md. ``skipped``:
-    label -> why a baseline was not scored."""
+    label -> why a baseline was not scored; ``sections``: PredBench's extra tests
+    (``framecast.evaluation.sections``), scored in each result's ``sections``."""
     out = Path(cfg.out_dir)
     nc = cfg.data.n_context
     rows = [_row(label, res) for label, res in results.items()]
@@ -285,4 +287,5 @@ def write_outputs(cfg, results, examples, curves, test_clips, skipped=None) -> N
                 *_pair_lines(metric, header, unc["pairwise"][metric], unc["n_boot"]),
                 "",
             ]
+    lines += report_sections(list(sections), results, out)
     atomic_write_text(out / "report.md", "\n".join(lines))

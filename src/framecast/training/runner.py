@@ -295,7 +295,9 @@ def _train(
     return stats
 
 
-def test_model(model: torch.nn.Module, cfg: RunConfig | ResolvedRun, lpips=None) -> dict[str, Any]:
+def test_model(
+    model: torch.nn.Module, cfg: RunConfig | ResolvedRun, lpips=None, corruption: tuple[str, float, int] | None = None
+) -> dict[str, Any]:
     """Score ``model`` on the test set of ``cfg.data``; returns means and per-horizon lists.
 
     The model is scored as it is (its own config); of ``cfg`` only the data, the training
@@ -303,6 +305,8 @@ def test_model(model: torch.nn.Module, cfg: RunConfig | ResolvedRun, lpips=None)
     here unless ``cfg`` comes resolved).
 
     ``lpips``: an optional ``framecast.evaluation.lpips_metric.LPIPS`` scorer adding the ``lpips`` metric.
+    ``corruption``: (kind, rate, seed) corrupts every clip's context before it is predicted
+    (``framecast.evaluation.robustness``; the truth scored stays clean).
     The result's ``data`` names the clips scored (``scored_data``).
     """
     if isinstance(cfg, ResolvedRun):
@@ -315,6 +319,7 @@ def test_model(model: torch.nn.Module, cfg: RunConfig | ResolvedRun, lpips=None)
     lpips = None if arrays else lpips  # LPIPS compares photographs
     task = FrameTask(model.model_name, to_dict(model.config), cfg.data.n_context, horizon, cfg.train, lpips)
     task.model.load_state_dict(model.state_dict())
+    task.corruption = corruption
     # auto: the fastest forward pass here (the model's own config, not the run's, is scored)
     scored = resolve_trainer(ResolvedRun(cfg, to_dict(model.config)), task.model, "infer")
     cfg, choice = scored.config, scored.choice

@@ -18,6 +18,7 @@ from torchmetrics.utilities import dim_zero_cat
 from framecast.config import TrainConfig, build_dataclass, to_dict
 from framecast.errors import FramecastError
 from framecast.evaluation import metrics as M
+from framecast.evaluation.robustness import corrupt_context
 from framecast.registry import create_model, get_entry
 from framecast.speed.memory import ActivationArena, saving_if_worthwhile
 from framecast.training.schedules import (
@@ -172,6 +173,9 @@ class FrameTask(L.LightningModule):
         self.test_metrics = FrameMetrics(n_future, lpips, keep_clips=True)
         self.val_metrics = FrameMetrics(n_future)
         self.test_results: dict[str, Tensor] | None = None
+        # (kind, rate, seed): test clips' context corrupted before prediction (robustness tests)
+        self.corruption: tuple[str, float, int] | None = None
+        self._test_seen = 0  # test clips seen: each clip's corruption is seeded by its index
         self.test_per_clip: dict[str, Tensor] | None = None
         # The resolved run config (model, data, train, trainer) that runner.fit trains with;
         # stored in every checkpoint, so a checkpoint knows its data and resuming can check it.
@@ -348,6 +352,11 @@ class FrameTask(L.LightningModule):
                 self.log(f"val/{name}", res[name].mean().float(), prog_bar=name in ("mse", "ssim"), sync_dist=False)
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        if self.corruption is not None:  # robustness: the context as an imperfect source gives it
+            kind, rate, seed = self.corruption
+            value_range = self.value_range
+            batch = corrupt_context(batch, self.n_context, kind, rate, seed, self._test_seen, value_range)
+            self._test_seen += batch.shape[0]
         self._score(self.test_metrics, batch)
 
     def on_test_epoch_end(self) -> None:

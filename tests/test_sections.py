@@ -1,0 +1,79 @@
+"""PredBench's tests as sections of a comparison: long-term (a horizon k times the training one),
+generalization (other data, no retraining; shapes a model cannot take refused in one line) and
+robustness (imperfect context against clean)."""
+
+import json
+
+import pytest
+
+from framecast.errors import ConfigError
+from framecast.evaluation.compare import build_compare_config, compare
+
+
+def values(tiny_overrides, tmp_path, **extra):
+    return {
+        "models": {"convlstm": {"num_hidden": [8], "filter_size": 3}},
+        "baselines": ["copy_last", "blank"],
+        "data": tiny_overrides["data"],
+        "trainer": tiny_overrides["trainer"],
+        "out_dir": str(tmp_path / "report"),
+        "n_examples": 2,
+        "speed_batch": 2,
+        **extra,
+    }
+
+
+def test_long_term_generalization_and_robustness_are_report_sections(tiny_overrides, tmp_path):
+    cfg = build_compare_config(
+        values(
+            tiny_overrides,
+            tmp_path,
+            long_term=3,
+            test_data={**tiny_overrides["data"], "num_digits": 3},
+            robustness=["drop:0.5", "noise:0.2"],
+        )
+    )
+    lines = []
+    results = compare(cfg, log=lines.append)
+    out = tmp_path / "report"
+    report = (out / "report.md").read_text()
+    for title in (
+        "## Long-term 4 -> 9",
+        "## Generalization to moving_mnist",
+        "## Robustness drop 0.5",
+        "## Robustness noise 0.2",
+    ):
+        assert title in report, title
+    assert (out / "mse_per_horizon_long_term.png").stat().st_size > 0
+    saved = json.loads((out / "results.json").read_text())["results"]
+    for label in ("convlstm", "copy_last", "blank"):
+        sections = saved[label]["sections"]
+        long = sections["long-term 4 -> 9"]
+        assert len(long["per_horizon"]["mse"]) == 9 and long["data"]["n_future"] == 9  # rolled out to the end
+        assert sections["generalization to moving_mnist"]["data"]["n_clips"] == 6
+    # blank predicts empty frames whatever the context: the corruptions cannot change its score
+    blank = saved["blank"]
+    assert blank["sections"]["robustness noise 0.2"]["mean"]["mse"] == pytest.approx(blank["test"]["mean"]["mse"])
+    # copy_last repeats the last context frame: noise on it must cost MSE
+    copy = saved["copy_last"]
+    assert copy["sections"]["robustness noise 0.2"]["mean"]["mse"] > copy["test"]["mean"]["mse"]
+    assert "| copy_last |" in report.split("## Robustness noise 0.2")[1]
+    # every section is reused by a second run: nothing trained or tested again
+    again = []
+    compare(cfg, log=again.append)
+    assert not any("testing" in line for line in again), again
+    assert results["convlstm"]["sections"].keys() == saved["convlstm"]["sections"].keys()
+
+
+def test_a_generalization_shape_the_model_cannot_take_is_refused_in_one_line(tiny_overrides, tmp_path):
+    cfg = build_compare_config(values(tiny_overrides, tmp_path, test_data={**tiny_overrides["data"], "channels": 3}))
+    compare(cfg, log=lambda *_: None)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Refused: `convlstm`: the model reads 1-channel frames but data.channels is 3" in report
+
+
+def test_bad_section_settings_are_one_line(tiny_overrides, tmp_path):
+    with pytest.raises(ConfigError, match="'blur:0.1' is not KIND:RATE"):
+        build_compare_config(values(tiny_overrides, tmp_path, robustness=["blur:0.1"]))
+    with pytest.raises(ConfigError, match="the rate of 'drop:2' must be in"):
+        build_compare_config(values(tiny_overrides, tmp_path, robustness=["drop:2"]))
