@@ -77,3 +77,17 @@ def test_bad_section_settings_are_one_line(tiny_overrides, tmp_path):
         build_compare_config(values(tiny_overrides, tmp_path, robustness=["blur:0.1"]))
     with pytest.raises(ConfigError, match="the rate of 'drop:2' must be in"):
         build_compare_config(values(tiny_overrides, tmp_path, robustness=["drop:2"]))
+
+
+def test_framecast_test_scores_the_corrupted_context_beside_the_clean(tmp_path, capsys):
+    from framecast.cli import main
+
+    args = ["test", "--model.name", "copy_last", "--data.test_size", "8", "--data.n_context", "4"]
+    args += ["--data.n_future", "3", "--out", str(tmp_path), "--robustness", "noise:0.2", "--robustness", "drop:0.5"]
+    assert main(args) == 0
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["robustness"]["seed"] == 0 and set(saved["robustness"]) == {"seed", "noise 0.2", "drop 0.5"}
+    assert saved["robustness"]["noise 0.2"]["mean"]["mse"] > saved["mean"]["mse"]  # noise on the repeated frame
+    assert "context noise 0.2 (seed 0)" in capsys.readouterr().out
+    assert main([*args[:-4], "--robustness", "blur:1"]) == 2  # one line, exit 2
+    assert "'blur:1' is not KIND:RATE" in capsys.readouterr().err

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from framecast.cli.options import _config_help, _config_usage, _print_yaml, _values
+from framecast.cli.options import _config_help, _config_usage, _print_yaml, _trained_data, _values, results_folder
 from framecast.errors import FramecastError, MissingPackage
 
 
@@ -90,43 +90,6 @@ def cmd_fit(args: argparse.Namespace, rest: list[str]) -> None:
         print(json.dumps({k: v for k, v in stats.items() if k != "loss_curve"}, indent=2))
 
 
-def _trained_data(checkpoint: str, model: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """The data config ``checkpoint`` was trained on (None: unknown), and a note when it was not
-    stored in the checkpoint: from the run folder's config.yaml beside checkpoints/, else none
-    (the defaults). Checkpoints of ``framecast convert`` and older ones store no data."""
-    import dataclasses
-
-    from framecast.config import DataConfig, load_yaml
-
-    known = {f.name for f in dataclasses.fields(DataConfig)}
-    run = (getattr(model, "checkpoint_meta", None) or {}).get("run_config")
-    if isinstance(run, dict) and isinstance(run.get("data"), dict):
-        return {k: v for k, v in run["data"].items() if k in known}, None
-    path = Path(checkpoint)
-    config = path.parent.parent / "config.yaml"
-    if path.parent.name == "checkpoints" and config.is_file():
-        data = load_yaml(config).get("data")
-        if isinstance(data, dict):
-            return (
-                {k: v for k, v in data.items() if k in known},
-                f"{path} does not store the data it was trained on; scoring on the data of {config}",
-            )
-    return None, (
-        f"{path} does not store the data it was trained on, and no run folder's config.yaml is beside it; "
-        f"scoring on the default data (built-in Moving MNIST 64x64, 10 -> 10) unless told otherwise"
-    )
-
-
-def results_folder(checkpoint: str | None) -> Path:
-    """Where ``framecast test`` writes without ``--out``: beside the checkpoint or export it scores,
-    ``<name>.test/`` (``runs/x/checkpoints/best.ckpt`` -> ``runs/x/checkpoints/best.test/``); a
-    baseline (no checkpoint): ``runs/test/``."""
-    if not checkpoint:
-        return Path("runs/test")
-    path = Path(checkpoint)
-    return path.with_name(f"{path.stem}.test")
-
-
 def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     import dataclasses
 
@@ -176,11 +139,20 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast.evaluation.compare import make_lpips
 
     lpips = None if cfg.data.is_array else make_lpips(args.lpips, lambda m: print(m, file=sys.stderr))  # images only
+    from framecast.evaluation.sections import parse_corruptions
+
+    corruptions = parse_corruptions(args.robustness)  # a bad item fails before any scoring
     res = test_model(model, run, lpips=lpips)
+    robust = {
+        f"{kind} {rate:g}": test_model(model, run, lpips=lpips, corruption=(kind, rate, args.robustness_seed))
+        for kind, rate in corruptions
+    }
     if not _is_rank_zero():
         return  # under DDP every rank holds the gathered results; rank 0 writes them
     out = Path(args.out) if args.out else results_folder(args.checkpoint)
     record = {"model": model.model_name, "checkpoint": args.checkpoint, **res, "data_config": to_dict(cfg.data)}
+    if robust:
+        record["robustness"] = {"seed": args.robustness_seed, **robust}
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=2))
     buf = io.StringIO()
     names = list(res["per_horizon"])
@@ -199,6 +171,12 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
         print(
             f"95% intervals (bootstrap over the {res['n_clips']} test clips, {b['n_boot']} resamples, seed {b['seed']}): "
             + ", ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in res["ci95"].items() if "/" not in k)
+        )
+    for name, r in robust.items():
+        clean, worse = res["mean"]["mse"], r["mean"]["mse"]
+        lo, hi = r.get("ci95", {}).get("mse", (float("nan"), float("nan")))
+        print(
+            f"context {name} (seed {args.robustness_seed}): mse {worse:.4g} [{lo:.4g}, {hi:.4g}], {100 * (worse - clean) / clean:+.1f}% against clean"
         )
     print(f"wrote {out / 'metrics.json'} and {out / 'per_horizon.csv'}")
 
@@ -348,6 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--lpips", choices=["auto", "on", "off"], default="auto", help="LPIPS metric (needs AlexNet weights)"
     )
+    s.add_argument(
+        "--robustness",
+        metavar="KIND:RATE",
+        action="append",
+        default=[],
+        help="also score with the context corrupted (PredBench): drop:0.2, duplicate:0.2 or noise:0.05; repeatable "
+        "(long-term: --data.test_n_future; generalization: --data.* of the other data)",
+    )
+    s.add_argument("--robustness-seed", type=int, default=0, help="seed of the corruptions (default: 0)")
     s.set_defaults(func=cmd_test)
     s = sub.add_parser(
         "compare", help="train and compare models under one budget; writes a report", **_config_usage("compare")

@@ -3,6 +3,7 @@ into plain values, and ``--help`` built from the config dataclasses (each field'
 and the comment beside it), so the help cannot drift from the config."""
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from framecast.errors import FramecastError
@@ -167,3 +168,40 @@ def _config_usage(command: str) -> dict[str, Any]:
         "usage": f"framecast {command}{checkpoint} [--config FILE]... [--section.key VALUE]...{extra.get(command, '')}",
         "description": "Config: YAML files (--config FILE) and --section.key VALUE overrides; later ones win.",
     }
+
+
+def _trained_data(checkpoint: str, model: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The data config ``checkpoint`` was trained on (None: unknown), and a note when it was not
+    stored in the checkpoint: from the run folder's config.yaml beside checkpoints/, else none
+    (the defaults). Checkpoints of ``framecast convert`` and older ones store no data."""
+    import dataclasses
+
+    from framecast.config import DataConfig, load_yaml
+
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    run = (getattr(model, "checkpoint_meta", None) or {}).get("run_config")
+    if isinstance(run, dict) and isinstance(run.get("data"), dict):
+        return {k: v for k, v in run["data"].items() if k in known}, None
+    path = Path(checkpoint)
+    config = path.parent.parent / "config.yaml"
+    if path.parent.name == "checkpoints" and config.is_file():
+        data = load_yaml(config).get("data")
+        if isinstance(data, dict):
+            return (
+                {k: v for k, v in data.items() if k in known},
+                f"{path} does not store the data it was trained on; scoring on the data of {config}",
+            )
+    return None, (
+        f"{path} does not store the data it was trained on, and no run folder's config.yaml is beside it; "
+        f"scoring on the default data (built-in Moving MNIST 64x64, 10 -> 10) unless told otherwise"
+    )
+
+
+def results_folder(checkpoint: str | None) -> Path:
+    """Where ``framecast test`` writes without ``--out``: beside the checkpoint or export it scores,
+    ``<name>.test/`` (``runs/x/checkpoints/best.ckpt`` -> ``runs/x/checkpoints/best.test/``); a
+    baseline (no checkpoint): ``runs/test/``."""
+    if not checkpoint:
+        return Path("runs/test")
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}.test")
