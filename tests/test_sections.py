@@ -91,3 +91,23 @@ def test_framecast_test_scores_the_corrupted_context_beside_the_clean(tmp_path, 
     assert "context noise 0.2 (seed 0)" in capsys.readouterr().out
     assert main([*args[:-4], "--robustness", "blur:1"]) == 2  # one line, exit 2
     assert "'blur:1' is not KIND:RATE" in capsys.readouterr().err
+
+
+def test_seeds_train_each_model_again_and_report_mean_and_spread(tiny_overrides, tmp_path):
+    cfg = build_compare_config(values(tiny_overrides, tmp_path, seeds=2))
+    compare(cfg, log=lambda *_: None)
+    out = tmp_path / "report"
+    assert (out / "runs" / "convlstm" / "seed-1" / "checkpoints" / "best.ckpt").is_file()
+    conv = json.loads((out / "results.json").read_text())["results"]["convlstm"]
+    seeds = conv["seeds"]
+    assert seeds["n"] == 2 and seeds["train_seeds"] == [0, 1] and len(seeds["per_seed"]["mse"]) == 2
+    assert seeds["per_seed"]["mse"][0] != seeds["per_seed"]["mse"][1]  # another seed, other weights
+    assert conv["test"]["mean"]["mse"] == pytest.approx(sum(seeds["per_seed"]["mse"]) / 2)
+    lo, hi = conv["test"]["ci95"]["mse"]
+    assert lo <= conv["test"]["mean"]["mse"] <= hi
+    report = (out / "report.md").read_text()
+    assert "## Across 2 training seeds" in report and "trained with 2 seeds" in report
+    # more seeds later: the ones already trained are reused
+    lines = []
+    compare(build_compare_config(values(tiny_overrides, tmp_path, seeds=3)), log=lines.append)
+    assert sum("training" in line for line in lines) == 1, lines

@@ -38,6 +38,7 @@ from framecast.data import build_datasets
 from framecast.errors import FramecastError
 from framecast.evaluation.report import write_outputs
 from framecast.evaluation.sections import parse_corruptions, score_sections, sections_of
+from framecast.evaluation.seeds import combine_seeds, seed_runs
 from framecast.io import atomic_write_text, run_folder_lock
 from framecast.layers import as_hw
 from framecast.registry import create_model, get_entry
@@ -61,6 +62,7 @@ class CompareConfig:
     n_examples: int = 4  # test clips shown in examples.gif and examples.png
     speed_batch: int = 16  # batch of the inference-speed measurement
     lpips: str = "auto"  # auto: score LPIPS where its weights are on the machine; on: require it; off
+    seeds: int = 1  # train each model this many times (train.seed + k) and report the mean and spread over seeds
     # PredBench's tests beyond the training horizon (evaluation/sections.py), each a report section:
     long_term: int = 0  # also test on a horizon this many times data.n_future (3: 10 -> 30); 0 or 1: off
     test_data: DataConfig | None = None  # also test on this data without retraining (generalization)
@@ -71,8 +73,12 @@ class CompareConfig:
         if self.lpips not in ("auto", "on", "off"):
             raise ConfigError(f"lpips must be auto, on or off, got {self.lpips!r}")
         if self.long_term < 0:
-            raise ConfigError(f"long_term must be a whole multiple of the training horizon (0: off), got {self.long_term}")
+            raise ConfigError(
+                f"long_term must be a whole multiple of the training horizon (0: off), got {self.long_term}"
+            )
         parse_corruptions(self.robustness)
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be at least 1, got {self.seeds}")
 
 
 def build_compare_config(values: dict[str, Any]) -> CompareConfig:
@@ -243,66 +249,13 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
             if is_baseline
             else run_config(cfg, label)
         )
-        resolved = ResolvedRun(run, resolve_model_config(run))
-        run_dir = Path(run.out_dir)
-        done_file = run_dir / "result.json"
-        fp = _fingerprint(run)
-        if done_file.is_file():
-            prev = json.loads(done_file.read_text())
-            if prev.get("fingerprint") != fp:
-                raise FramecastError(
-                    f"{run_dir} holds a finished run with another config; pick another --out_dir "
-                    f"or delete that folder to train '{label}' again"
-                )
-            log(f"[{label}] finished earlier, reusing {done_file}")
-            res = prev
-            model = (
-                load_checkpoint(res["checkpoint"])
-                if res.get("checkpoint")
-                else create_model(run.model_name, **resolved.model)
-            )
-        else:
-            if is_baseline or not get_entry(run.model_name).trainable:
-                model = create_model(run.model_name, **resolved.model)
-                stats = {"train_seconds": 0.0, "epochs": 0, "steps": 0, "loss_curve": [], "best_checkpoint": None}
-            else:
-                log(
-                    f"[{label}] training ({'resuming' if (run_dir / 'checkpoints' / 'last.ckpt').is_file() else 'new run'}) -> {run_dir}"
-                )
-                try:
-                    stats = fit(resolved, resume=True)
-                except ConfigChanged as e:
-                    raise FramecastError(
-                        f"{run_dir} holds a half-trained '{label}' trained with another config "
-                        f"({'; '.join(e.changes)}); go back to the config it was trained with, or pick another "
-                        f"--out (or delete {run_dir}) to train '{label}' again"
-                    ) from None
-                model = load_checkpoint(stats["best_checkpoint"])
-            log(f"[{label}] testing on {describe_data(scored_data(cfg.data, len(data['test'])))}")
-            tested = test_model(model, resolved, lpips=scorer)
-            model.eval()
-            res = {
-                "model": run.model_name,
-                "fingerprint": fp,
-                "params": sum(p.numel() for p in model.parameters()),
-                "flops_per_sample": count_flops(model, test_clips, nc, nf),
-                "infer_frames_per_s": inference_speed(model, test_clips[: cfg.speed_batch], nc, nf)
-                if not is_baseline
-                else None,
-                "train_seconds": stats["train_seconds"],
-                "epochs": stats["epochs"],
-                "steps": stats["steps"],
-                "checkpoint": stats["best_checkpoint"],
-                "loss_curve": stats["loss_curve"],
-                "test": tested,  # test.precision: what testing ran in, and on which machine
-                "train_precision": stats.get("precision"),  # what training ran in (None: a baseline)
-                "config": resolved.model,
-            }
-            atomic_write_text(done_file, json.dumps(res, indent=2))
+        runs = [run] if is_baseline or not get_entry(run.model_name).trainable else seed_runs(run, cfg.seeds)
+        done = [_train_and_test(cfg, label, r, is_baseline, data, test_clips, scorer, log) for r in runs]
+        res, model, resolved, stamp = done[0]  # seed 0: examples and sections
+        if len(done) > 1:
+            res = combine_seeds([d[0] for d in done])
         if sections:  # scored apart from result.json: adding a section later reuses the training
-            ckpt = res.get("checkpoint")
-            stamp = f"{fp}:{ckpt}:{Path(ckpt).stat().st_mtime_ns if ckpt and Path(ckpt).is_file() else ''}"
-            res["sections"] = score_sections(sections, model, resolved, run_dir, stamp, scorer, log)
+            res["sections"] = score_sections(sections, model, resolved, Path(run.out_dir), stamp, scorer, log)
         results[label] = res
         curves[label] = res["loss_curve"]
         with torch.no_grad():
@@ -316,3 +269,69 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
 
     write_outputs(cfg, results, examples, curves, test_clips, skipped, sections)
     return results
+
+
+def _train_and_test(cfg: CompareConfig, label: str, run: RunConfig, is_baseline: bool, data, test_clips, scorer, log):
+    """Train (or resume, or reuse) and test one model of the comparison in ``run.out_dir``;
+    returns its result, the model, its resolved run and a stamp of its weights."""
+    nc, nf = cfg.data.n_context, cfg.data.test_length - cfg.data.n_context
+    resolved = ResolvedRun(run, resolve_model_config(run))
+    run_dir = Path(run.out_dir)
+    done_file = run_dir / "result.json"
+    fp = _fingerprint(run)
+    if done_file.is_file():
+        prev = json.loads(done_file.read_text())
+        if prev.get("fingerprint") != fp:
+            raise FramecastError(
+                f"{run_dir} holds a finished run with another config; pick another --out_dir "
+                f"or delete that folder to train '{label}' again"
+            )
+        log(f"[{label}] finished earlier, reusing {done_file}")
+        res = prev
+        model = (
+            load_checkpoint(res["checkpoint"])
+            if res.get("checkpoint")
+            else create_model(run.model_name, **resolved.model)
+        )
+    else:
+        if is_baseline or not get_entry(run.model_name).trainable:
+            model = create_model(run.model_name, **resolved.model)
+            stats = {"train_seconds": 0.0, "epochs": 0, "steps": 0, "loss_curve": [], "best_checkpoint": None}
+        else:
+            log(
+                f"[{label}] training ({'resuming' if (run_dir / 'checkpoints' / 'last.ckpt').is_file() else 'new run'}) -> {run_dir}"
+            )
+            try:
+                stats = fit(resolved, resume=True)
+            except ConfigChanged as e:
+                raise FramecastError(
+                    f"{run_dir} holds a half-trained '{label}' trained with another config "
+                    f"({'; '.join(e.changes)}); go back to the config it was trained with, or pick another "
+                    f"--out (or delete {run_dir}) to train '{label}' again"
+                ) from None
+            model = load_checkpoint(stats["best_checkpoint"])
+        log(f"[{label}] testing on {describe_data(scored_data(cfg.data, len(data['test'])))}")
+        tested = test_model(model, resolved, lpips=scorer)
+        model.eval()
+        res = {
+            "model": run.model_name,
+            "fingerprint": fp,
+            "params": sum(p.numel() for p in model.parameters()),
+            "flops_per_sample": count_flops(model, test_clips, nc, nf),
+            "infer_frames_per_s": inference_speed(model, test_clips[: cfg.speed_batch], nc, nf)
+            if not is_baseline
+            else None,
+            "train_seconds": stats["train_seconds"],
+            "epochs": stats["epochs"],
+            "steps": stats["steps"],
+            "checkpoint": stats["best_checkpoint"],
+            "loss_curve": stats["loss_curve"],
+            "test": tested,  # test.precision: what testing ran in, and on which machine
+            "train_precision": stats.get("precision"),  # what training ran in (None: a baseline)
+            "config": resolved.model,
+            "train_seed": run.train.seed,
+        }
+        atomic_write_text(done_file, json.dumps(res, indent=2))
+    ckpt = res.get("checkpoint")
+    stamp = f"{fp}:{ckpt}:{Path(ckpt).stat().st_mtime_ns if ckpt and Path(ckpt).is_file() else ''}"
+    return res, model, resolved, stamp

@@ -15,6 +15,7 @@ import torch
 from framecast.config import to_dict
 from framecast.evaluation import uncertainty as U
 from framecast.evaluation.sections import report_sections
+from framecast.evaluation.seeds import report_seeds
 from framecast.evaluation.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
 from framecast.io import atomic_write_text
 from framecast.layers import show_size
@@ -242,6 +243,12 @@ def write_outputs(cfg, results, examples, curves, test_clips, skipped=None, sect
             "independent, and the intervals understate the uncertainty."
             if stride is not None and stride < d.test_length
             else ""
+        )
+        + (
+            f" Each trained model was trained with {cfg.seeds} seeds: its score is the mean over seeds, its interval "
+            "that of each clip's mean over seeds, and its band in the per-horizon plots the range over seeds."
+            if cfg.seeds > 1
+            else ""
         ),
         "",
         *[f"- {line}" for line in unc["summary"].values()],
@@ -287,5 +294,6 @@ def write_outputs(cfg, results, examples, curves, test_clips, skipped=None, sect
                 *_pair_lines(metric, header, unc["pairwise"][metric], unc["n_boot"]),
                 "",
             ]
+    lines += report_seeds(results, [k for k, _ in shown if k in SCORES])
     lines += report_sections(list(sections), results, out)
     atomic_write_text(out / "report.md", "\n".join(lines))
