@@ -31,10 +31,10 @@ from framecast.config import DataConfig, RunConfig, TrainConfig, TrainerConfig
 from framecast.data import build_datasets
 from framecast.evaluation import metrics as M
 from framecast.evaluation.report import uncertainty_summary
+from framecast.evaluation.scores import FrameMetrics
 from framecast.registry import create_model
 from framecast.speed.machine import describe, machine_profile
 from framecast.training.runner import clip_statistics, test_model
-from framecast.training.task import FrameMetrics
 
 DEMO_MODELS = 6  # copy_last, blank, linear, flow, convlstm, predrnn
 DEMO_TRAIN_SECONDS = 2 * 4 * 60  # configs/compare_quick.yaml: two models, 4 minutes each

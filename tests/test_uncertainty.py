@@ -92,8 +92,8 @@ def test_verdict_names_a_winner_only_where_separable():
 def test_test_metrics_keep_every_clip_and_agree_with_their_means():
     import torch
 
+    from framecast.evaluation.scores import ArrayMetrics, FrameMetrics
     from framecast.training.runner import clip_statistics
-    from framecast.training.task import ArrayMetrics, FrameMetrics
 
     g = torch.Generator().manual_seed(0)
     pred, target = torch.rand(5, 3, 1, 16, 16, generator=g), torch.rand(5, 3, 1, 16, 16, generator=g)

@@ -88,6 +88,8 @@ class DataConfig:
     normalize: str = "standard"  # arrays, per channel from the training split: standard | minmax ([0, 1]) | none
     nan: str = "refuse"  # arrays with NaNs: refuse (name the first) | mask (left out of the loss and the metrics)
     resize: tuple[int, int] | None = None  # arrays: resample frames to [H, W] (bilinear); default: the array's own size
+    thresholds: list[float] | None = None  # arrays, test: CSI, POD, FAR (and FSS) of value >= each, physical units
+    fss_scales: list[int] | None = None  # arrays, test: fractions skill score neighbourhoods in grid cells, e.g. [1, 5]
 
     ARRAYS = ("array", "taxibj", "weatherbench")  # the gridded-array datasets (not a config key)
 
@@ -127,6 +129,14 @@ class DataConfig:
             f"data.resize must be [H, W] of positive numbers, got {self.resize}",
         )
         require(self.name != "array" or self.path is not None, "data.path is missing: the array file or Zarr folder")
+        require(
+            not (self.thresholds or self.fss_scales) or self.name in self.ARRAYS,
+            "data.thresholds and data.fss_scales score gridded arrays (data.name: array, taxibj or weatherbench)",
+        )
+        require(not self.fss_scales or bool(self.thresholds), "data.fss_scales needs data.thresholds: FSS is of an event")
+        require(
+            all(s >= 1 for s in self.fss_scales or []), f"data.fss_scales are grid cells, at least 1, got {self.fss_scales}"
+        )
         require_choice("data.crop", self.crop, ("center", "none"))
         require_choice("data.protocol", self.protocol, ("official", "study"))
         require(self.split in (1, 2, 3), f"data.split must be 1, 2 or 3 (UCF101 split lists), got {self.split}")

@@ -421,6 +421,9 @@ def build_arrays(cfg: DataConfig, normalization: dict[str, Any] | None = None) -
         "lat_weights": lat_weights(lat, h),
         # SSIM and PSNR score images; arrays only on the [0, 1] scale of min-max normalisation
         "image_like": norm.method == "minmax",
+        # verification scores of the test pass (evaluation/verification.py), physical units
+        "thresholds": list(cfg.thresholds or []),
+        "fss_scales": list(cfg.fss_scales or []),
     }
     print(f"framecast: {line}", file=sys.stderr)
     lengths = {"train": cfg.total_length, "val": cfg.total_length, "test": cfg.test_length}

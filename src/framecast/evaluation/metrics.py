@@ -201,4 +201,8 @@ def describe_array_metrics(meta: dict) -> dict[str, str]:
     out["lpips"] = "not computed: LPIPS compares photographs through an ImageNet network"
     if meta.get("nan") == "mask":
         out["nan"] = "NaN pixels of the data are masked: left out of the loss and of every metric"
+    if meta.get("thresholds"):
+        from framecast.evaluation.verification import Verification
+
+        out.update(Verification(1, meta["channels"], meta["thresholds"], meta.get("fss_scales") or []).describe())
     return out
