@@ -39,9 +39,9 @@ from framecast.errors import FramecastError
 from framecast.evaluation.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
 from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
+from framecast.machine import describe as describe_machine
+from framecast.machine import machine_profile
 from framecast.registry import create_model, get_entry
-from framecast.speed.machine import describe as describe_machine
-from framecast.speed.machine import machine_profile
 from framecast.training.runner import ConfigChanged, describe_data, fit, scored_data, test_model
 
 

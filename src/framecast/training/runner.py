@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 
+from framecast import speed
 from framecast.checkpoint import Resume, SafeCheckpointIO, resume_checkpoint
 from framecast.config import (
     DataConfig,
@@ -31,9 +32,7 @@ from framecast.evaluation.metrics import describe_array_metrics
 from framecast.io import atomic_write_text
 from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
-from framecast.speed.memory import ActivationArena, fix_mmap_threshold
-from framecast.speed.precision import AUTO, Choice, static_precision
-from framecast.speed.precision import resolve as resolve_precision
+from framecast.speed import AUTO, Choice, resolve_precision, static_precision
 from framecast.training.progress import PlainProgress, draws_on_a_terminal
 from framecast.training.run_logs import run_loggers
 from framecast.training.task import FrameTask, is_trainable
@@ -85,7 +84,7 @@ def make_task(cfg: RunConfig) -> FrameTask:
     task = FrameTask(cfg.model_name, model_cfg, cfg.data.n_context, cfg.data.n_future, to_dict(cfg.train))
     if cfg.trainer.channels_last is True:
         task.model.to(memory_format=torch.channels_last)
-    task.arena = ActivationArena() if cfg.trainer.activation_arena else None
+    task.arena = speed.activation_arena(cfg.trainer)  # None: off, or not on a CPU
     return task
 
 
@@ -100,7 +99,7 @@ def resolve_trainer(
     cfg: RunConfig, model: torch.nn.Module, kind: str = "train", stored: dict[str, Any] | None = None, log=None
 ) -> tuple[RunConfig, Choice]:
     """Resolve ``trainer.precision`` / ``trainer.channels_last`` ``auto`` for ``model`` on this
-    machine (``framecast.speed.precision``: measured on a CPU, once per machine and model shape), put
+    machine (``framecast.speed``: measured on a CPU, once per machine and model shape), put
     ``model`` in the chosen layout, and return ``cfg`` with the concrete values and the choice.
 
     ``kind``: ``train`` times a training step, ``infer`` a forward pass (testing). ``stored``:
@@ -221,7 +220,7 @@ def fit(cfg: RunConfig, resume: bool = True, callbacks: list[Callback] | None = 
     out = Path(cfg.out_dir)
     if not is_trainable(cfg.model_name):
         raise FramecastError(f"model '{cfg.model_name}' has no parameters to train; use `framecast test` on it")
-    fix_mmap_threshold()  # with FRAMECAST_MALLOC=fixed: a step's peak memory stays its own (memory.py)
+    speed.tune_malloc(cfg.trainer)  # trainer.malloc: fixed: a step's peak memory stays its own (speed/malloc.py)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     task = make_task(cfg)
     data = FrameDataModule(cfg.data)
