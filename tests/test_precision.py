@@ -240,7 +240,9 @@ def test_the_real_probe_is_short_times_every_candidate_and_keeps_the_model(monke
     precisions = ("32", "bf16-mixed") if support.has_onednn_bf16() else ("32",)
     assert set(c.step_seconds) == {f"{p}/{layout}" for p in precisions for layout in ("contiguous", "channels-last")}
     assert all(t > 0 for t in c.step_seconds.values())
-    assert c.probe["seconds"] > 0 and c.probe["rounds"] >= 1
+    # timed rounds after the warm-up fit where the machine is not too busy (the budget decides)
+    assert c.probe["seconds"] > 0 and c.probe["rounds"] >= 0
+    assert c.probe["budget_seconds"] in (Q.PROBE_SECONDS, Q.LARGE_SECONDS)
     assert torch.equal(torch.get_rng_state(), rng)  # a run's seeded stream is not disturbed
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert c.precision in ("32", "bf16-mixed")

@@ -64,8 +64,8 @@ class Forecaster:
     packed copy measures at least 1.2x as fast at batch 1 on this machine (cached); ``True``:
     always; ``False``: never. Also a snapshot of the weights.
     ``compile`` (``framecast.speed.compile``): compile the model's recurrent ``step`` (models
-    without one: their forward pass) with ``torch.compile`` (inductor, with its C++ wrapper where it builds; needs a C++
-    compiler) when the Forecaster is built, on warm-up forecasts of zeros that take every path
+    without one: their forward pass) with ``torch.compile`` (inductor, with its C++ wrapper where
+    it builds; needs a C++ compiler) when the Forecaster is built, on warm-up forecasts of zeros that take every path
     ``predict`` and ``push`` take. It fuses each step's gate arithmetic into a few kernels: the
     official PredRNN's clip at batch 1 ran 1.4-1.8x as fast here after 21-31 s of compiling
     (``benchmarks/batch1.py``, README "Benchmarks"), so it pays for long streams or many clips, not

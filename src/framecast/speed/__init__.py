@@ -1,13 +1,26 @@
 """What makes a CPU fast, behind one small interface that only training (``training/runner.py``,
 ``training/task.py``) and the ``Forecaster`` call. Models and layers never import it.
 
-| piece | module | default | off | gain and cost (evidence) |
-| --- | --- | --- | --- | --- |
-| precision and layout probe | ``precision``, ``probe`` | ``auto``: measured on a CPU, cached | an explicit ``trainer.precision`` and ``trainer.channels_last`` | bf16 0.56-4x fp32 by CPU; at most 5 s per shape (cpu sizes), 10 s (published) |
-| activation arena (private torch calls) | ``arena`` | on where a pass copies >= 1 GiB (the official sizes) | ``trainer.activation_arena: false`` | peak -40% (official PredRNN), same losses; ``memory-train-official-fp32-pt2.14-cpu-xeon-amx.json`` |
-| malloc tuning (glibc ``mallopt``) | ``malloc`` | off | on: ``trainer.malloc: fixed`` (or ``FRAMECAST_MALLOC=fixed``) | peak -35%, steps 12-26% slower; ``study-malloc-fixed-mmap-threshold-pt2.14-cpu-xeon-amx/`` |
-| packed bf16 weights (private oneDNN ops) | ``packed`` | ``auto``: where measured >= 1.2x here | ``Forecaster(pack_weights=False)`` | gate convolutions 1.75-2.6x at batch 1; ``batch1-forecast-official-predrnn-pt2.14-cpu-xeon-amx.json`` |
-| compile with eager fallback | ``compile`` | off | on: ``Forecaster(compile=True)`` | batch-1 clip 1.4x after 22 s of compiling; same file |
+Each piece, its default, the one key that changes it, and what it measured (files under
+``benchmarks/results/``; the AMX Xeon, 2 cores):
+
+- precision and layout probe (``precision``, ``probe``): ``auto``, measured on a CPU and cached;
+  off: an explicit ``trainer.precision`` and ``trainer.channels_last``. bf16-mixed ran 0.56-4x
+  fp32 by CPU, so only a measurement can tell; it costs at most 5 s per model shape at the cpu
+  sizes and 10 s at the published ones, once per machine.
+- activation arena (``arena``; private torch calls): on where a first pass copies at least
+  1 GiB (the official sizes), else it steps aside; off: ``trainer.activation_arena: false``.
+  Official PredRNN peak 4.89 -> 2.95 GiB (-40%), the same losses, step time within noise
+  (``memory-train-official-fp32-pt2.14-cpu-xeon-amx.json``).
+- malloc tuning (``malloc``; glibc's ``mallopt``): off; on: ``trainer.malloc: fixed`` (or
+  ``FRAMECAST_MALLOC=fixed``). Without the arena, official PredRNN peak 4.7 -> 3.2 GiB (-33%),
+  but its steps 12-26% slower; the arena (on by default) takes more (2.95 GiB) without that cost
+  (``study-malloc-fixed-mmap-threshold-pt2.14-cpu-xeon-amx/``).
+- packed bf16 weights (``packed``; private oneDNN ops): ``auto``, only where the packed copy
+  measures at least 1.2x as fast here (cached); off: ``Forecaster(pack_weights=False)``. Gate
+  convolutions 1.75-2.6x at batch 1 (``batch1-forecast-official-predrnn-pt2.14-cpu-xeon-amx.json``).
+- compile with its eager fallback (``compile``): off; on: ``Forecaster(compile=True)``. The
+  official PredRNN's batch-1 clip 1.4x after 22 s of compiling (the same file).
 
 Each module's docstring gives the figures (files under ``benchmarks/results/``). Where a piece
 cannot work (a GPU, macOS, musl, ARM, no oneDNN bf16) it steps aside silently: the conditions

@@ -16,8 +16,8 @@ Gain and cost, measured (``benchmarks/batch1.py``,
 ``benchmarks/results/batch1-forecast-official-predrnn-pt2.14-cpu-xeon-amx.json``, the AMX Xeon):
 the official PredRNN's gate convolutions at batch 1 ran 1.75-2.6x as fast packed (e.g. ``conv_h``
 0.92 -> 0.49 ms at one thread, 0.60 -> 0.23 ms at two), its clip 1.7x (README "Benchmarks");
-the cost is a bf16 copy of the weights (half the fp32 model) and one reorder per input shape. Not measured on other CPUs,
-so the Forecaster's default ``pack_weights="auto"`` packs only where ``pays`` measures the
+the cost is a bf16 copy of the weights (half the fp32 model) and one reorder per input shape.
+Not measured on other CPUs, so the Forecaster's default ``pack_weights="auto"`` packs only where ``pays`` measures the
 packed copy at least ``PACK_GAIN`` (1.2x) as fast on this machine: a forward pass at batch 1,
 each way, within ``PACK_SECONDS``, cached with the precision probe's results (``packed/`` beside
 ``precision/``). Off: ``Forecaster(pack_weights=False)``; ``True`` packs without measuring.

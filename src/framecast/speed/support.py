@@ -1,14 +1,15 @@
 """Where each piece of the CPU speed machinery can work: one function per condition, in one
 place, so that every piece steps aside (silently: no warning, no log line) where it cannot.
 
-| condition | function | pieces that step aside |
-| --- | --- | --- |
-| the model runs on a GPU (or another device) | ``on_cpu`` | arena, packed weights, probe (a GPU picks bf16 without it) |
-| macOS | ``is_macos`` | malloc tuning, ``malloc_trim`` |
-| no glibc (musl, Windows, macOS) | ``has_glibc`` | malloc tuning, ``malloc_trim`` |
-| ARM (aarch64, arm64) | ``is_arm`` | packed weights (oneDNN's x86 bf16 kernels), malloc tuning |
-| no oneDNN bf16 (an AVX2-only x86 CPU, a build without oneDNN) | ``has_onednn_bf16`` | packed weights; the probe's bf16 candidates |
-| this torch lacks the private autograd and storage calls | ``has_arena_calls`` | arena |
+- the model runs on a GPU (or another device), ``on_cpu``: the arena and packed weights step
+  aside; the probe is not run (a GPU picks bf16 where it has it);
+- macOS, ``is_macos``, and no glibc (musl, Windows), ``has_glibc``: malloc tuning and
+  ``malloc_trim`` step aside;
+- ARM (aarch64, arm64), ``is_arm``: packed weights and the probe's bf16 candidates (oneDNN's
+  x86 bf16 kernels), and malloc tuning (not measured there);
+- no native oneDNN bf16 (an AVX2-only x86 CPU, a build without oneDNN), ``has_onednn_bf16``:
+  packed weights and the probe's bf16 candidates (one bf16 step costs ~25 fp32 ones there);
+- a torch without the arena's private autograd and storage calls, ``has_arena_calls``: the arena.
 
 Tests replace these functions (``monkeypatch.setattr(support, "is_arm", lambda: True)``): every
 piece asks through this module at call time, never caches the answer.
