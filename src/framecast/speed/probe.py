@@ -16,8 +16,8 @@ a candidate once it is clearly slower:
    budget (a warm-up and three rounds of every candidate), counting a step at batch b as b
    batch-1 steps at ``BATCH_EFFICIENCY`` of their cost.
 3. A warm-up call of each candidate (oneDNN builds its kernels on the first call), then up to
-   ``MAX_ROUNDS`` interleaved timed rounds, each started only if it should end within the
-   budget; from the second round on, a candidate whose best time is more than ``DROP_RATIO``
+   ``MAX_ROUNDS`` interleaved timed rounds, each started only if ``NOISE_MARGIN`` (1.25) times
+   its estimate ends within the budget; from the second round on, a candidate whose best time is more than ``DROP_RATIO``
    times the best so far is dropped (its best time is kept).
 
 The fastest time of each candidate is returned; ``info["estimated"]`` names those whose time is
@@ -44,6 +44,7 @@ SCREEN_RATIO = 5.0  # a precision whose batch-1 forward is this much slower than
 DROP_RATIO = 1.5  # after a timed round, a candidate this much slower than the best: timed no more
 BATCH_EFFICIENCY = 0.5  # a step at batch b is taken to cost b batch-1 steps at this share of their cost
 MAX_ROUNDS = 5
+NOISE_MARGIN = 1.25  # a call is started only if this many times its estimate ends within the budget
 
 
 def layout_name(channels_last: bool) -> str:
@@ -121,7 +122,7 @@ def probe_steps(
         for c in alive:
             guess = per_sample * b * BATCH_EFFICIENCY * ratio[c[0]]
             known = [t / ratio[d[0]] * ratio[c[0]] for d, t in warm.items()]
-            if warm and elapsed() + (min(known) if known else guess) > budget:
+            if warm and elapsed() + NOISE_MARGIN * (min(known) if known else guess) > budget:
                 continue  # no room: estimated below
             warm[c] = _timed(steps[c])
             if len(warm) == 1 and b > 1 and warm[c] > 2 * per_step:  # slower than the screen said
@@ -133,7 +134,7 @@ def probe_steps(
         rounds = 0
         while rounds < MAX_ROUNDS and alive:
             cost = sum(best.get(c, warm[c]) for c in alive)
-            if elapsed() + cost > budget:
+            if elapsed() + NOISE_MARGIN * cost > budget:
                 break
             for c in alive:
                 best[c] = min(best.get(c, math.inf), _timed(steps[c]))
