@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 import torch
+from framecast.machine import describe, machine_profile
 
 from framecast.config import DataConfig, RunConfig, TrainConfig, TrainerConfig
 from framecast.data import build_datasets
@@ -33,7 +34,6 @@ from framecast.evaluation import metrics as M
 from framecast.evaluation.report import uncertainty_summary
 from framecast.evaluation.scores import FrameMetrics
 from framecast.registry import create_model
-from framecast.speed.machine import describe, machine_profile
 from framecast.training.runner import clip_statistics, test_model
 
 DEMO_MODELS = 6  # copy_last, blank, linear, flow, convlstm, predrnn

@@ -7,8 +7,8 @@ This script measures, in one process:
 
 - each gate convolution of one ST-LSTM cell at batch 1 (16x16 maps), at every thread count from
   1 to torch's: plain ``nn.Conv2d`` under bf16 autocast, and the bare oneDNN op on the weight
-  packed without the input's shape (how ``framecast.speed.packed`` packed before session 14) and
-  packed for it (now);
+  packed without the input's shape (how ``framecast.speed.packed`` first packed) and packed for
+  it (now);
 - the clip through the ``Forecaster`` (bf16-mixed, packed), eager and compiled
   (``Forecaster(compile=True)``: torch.compile of the recurrent step), alternating, medians,
   with the compile time;
@@ -36,7 +36,7 @@ import framecast
 from framecast.evaluation.compare import flop_counter
 from framecast.forecasting import Forecaster
 from framecast.io import atomic_write_text
-from framecast.speed.machine import describe, machine_profile
+from framecast.machine import describe, machine_profile
 from framecast.speed.packed import PackedConv2d, available
 
 # one cell's gate convolutions at the official size: (name, in, out, kernel)
@@ -115,8 +115,10 @@ def clip(threads: int, rounds: int) -> dict:
         model(ctx, 10)
     flops = fc.get_total_flops()
 
-    eager = Forecaster(model, 10, 10, precision="bf16-mixed", channels_last=True, log=None)
-    compiled = Forecaster(model, 10, 10, precision="bf16-mixed", channels_last=True, log=print, compile=True)
+    eager = Forecaster(model, 10, 10, precision="bf16-mixed", channels_last=True, log=None, pack_weights=True)
+    compiled = Forecaster(
+        model, 10, 10, precision="bf16-mixed", channels_last=True, log=print, pack_weights=True, compile=True
+    )
     if not compiled.compiled:
         raise SystemExit("torch.compile failed here (above): nothing compiled to time")
 

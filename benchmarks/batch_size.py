@@ -19,9 +19,9 @@ import framecast
 from framecast.config import parse_set
 from framecast.errors import ConfigError
 from framecast.io import atomic_write_text
+from framecast.machine import describe, machine_profile
 from framecast.registry import get_entry, list_models
-from framecast.speed.machine import describe, machine_profile
-from framecast.speed.precision import probe_steps
+from framecast.speed.probe import probe_steps
 
 
 def main() -> None:

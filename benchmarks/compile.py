@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from results_tables import add_json_argument, json_path, precision_word, provenance, size_word
 
 from framecast.io import atomic_write_text
-from framecast.speed.machine import describe, machine_profile
+from framecast.machine import describe, machine_profile
 
 VARIANTS = ("eager", "step", "train_step")
 RUN_SECONDS = 30 * 60

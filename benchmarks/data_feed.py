@@ -17,7 +17,7 @@ import torch
 
 from framecast.config import DataConfig, build_run_config
 from framecast.data import FrameDataModule
-from framecast.speed.machine import describe, machine_profile
+from framecast.machine import describe, machine_profile
 from framecast.speed.precision import autocast
 from framecast.training.runner import make_task, resolve_trainer
 

@@ -1,7 +1,7 @@
 """Peak memory of training, step after step: with glibc's malloc as it is (``default``), with the
-activation arena ``framecast fit`` uses by default (``arena``: ``framecast.speed.memory.ActivationArena``,
+activation arena ``framecast fit`` uses by default (``arena``: ``framecast.speed.arena.ActivationArena``,
 ``trainer.activation_arena``), and with the mmap threshold fixed as ``FRAMECAST_MALLOC=fixed``
-sets it (``fixed``: ``framecast.speed.memory.fix_mmap_threshold``): the resident-set peak after each of
+sets it (``fixed``: ``framecast.speed.malloc.fix_mmap_threshold``): the resident-set peak after each of
 a few training steps, the step times, and the last loss (equal bit for bit: neither changes what
 is computed). Each run is a process of its own, so every peak is its own. As in ``fit``, a
 step's outputs are gone before the next step begins.
@@ -32,13 +32,14 @@ from results_tables import add_json_argument, json_path, provenance, size_word
 from framecast.config import parse_set
 from framecast.errors import ConfigError
 from framecast.io import atomic_write_text
-from framecast.speed.machine import describe, machine_profile
+from framecast.machine import describe, machine_profile
 
 MODES = ("default", "arena", "fixed")
 
 
 def measure(name: str, mode: str, size: str, batch: int, steps: int, overrides: dict) -> dict:
-    from framecast.speed.memory import ActivationArena, fix_mmap_threshold
+    from framecast.speed.arena import ActivationArena
+    from framecast.speed.malloc import fix_mmap_threshold
 
     done = fix_mmap_threshold(force=True) if mode == "fixed" else None  # before any tensor exists
     import framecast

@@ -21,7 +21,7 @@ from pathlib import Path
 from results_tables import add_json_argument, json_path, provenance, size_word
 
 from framecast.io import atomic_write_text
-from framecast.speed.machine import describe, machine_profile
+from framecast.machine import describe, machine_profile
 
 PROBE_TARGET_S = 10.0
 RUNS = {"fp32": {"precision": "32", "channels_last": True}, "auto (measured)": {}, "auto (cached)": {}}

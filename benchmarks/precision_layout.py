@@ -5,7 +5,7 @@ recurrent models' gate convolutions (official 4 x 128 and the quick CPU sizes).
 framecast's ``precision: auto`` (the default) measures the model's own training step instead
 (``framecast.speed.precision``); this table shows why no constant is right: on one 2-core machine
 bf16 ran at 0.56-0.96x fp32 (AVX512-BF16, no AMX), on another (AMX) at several times fp32.
-Every output records the machine profile (``framecast.speed.machine``).
+Every output records the machine profile (``framecast.machine``).
 
     python benchmarks/precision_layout.py
     python benchmarks/precision_layout.py --json   # benchmarks/results/precision-layout-conv-<machine>.json
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from results_tables import add_json_argument, json_path, provenance
 
 from framecast.io import atomic_write_text
-from framecast.speed.machine import describe, machine_profile
+from framecast.machine import describe, machine_profile
 
 # (name, in channels, out channels, kernel, size, batch)
 CONVS = [

@@ -19,7 +19,7 @@ quick``) or its ``published`` size (``--preset official``).
 ``precision: auto`` picks for the model on this machine (``framecast.speed.precision``: its training
 step measured in fp32 and bf16-mixed, contiguous and channels-last; cached per machine), probed
 in a process of its own first so that the probe's memory never counts in a peak. Every output
-records the machine profile (``framecast.speed.machine``) and the precision and layout each row ran in;
+records the machine profile (``framecast.machine``) and the precision and layout each row ran in;
 ``--check`` says which targets apply here and why.
 """
 
@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from framecast.evaluation.compare import flop_counter
+from framecast.machine import describe, machine_profile
 from framecast.registry import get_entry
-from framecast.speed.machine import describe, machine_profile
-from framecast.speed.memory import ActivationArena, applied, fix_mmap_threshold, saving_if_worthwhile
+from framecast.speed.arena import ActivationArena, saving_if_worthwhile
+from framecast.speed.malloc import applied, fix_mmap_threshold
 from framecast.speed.precision import BF16_MARGIN, Choice, resolve
 
 # --preset -> the registered size every model runs at (models/<family>.py, register_model sizes=)

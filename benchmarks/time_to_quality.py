@@ -35,9 +35,9 @@ from results_tables import default_path, provenance
 from framecast.config import build_run_config, load_yaml, merge
 from framecast.evaluation.compare import build_compare_config, run_config
 from framecast.io import atomic_write_text
+from framecast.machine import machine_profile
 from framecast.registry import create_model
 from framecast.resolve import resolve_model_config
-from framecast.speed.machine import machine_profile
 from framecast.training.runner import fit, test_model
 
 

@@ -115,8 +115,13 @@ def test_checkpointing_some_or_all_cells_gives_the_same_gradients(lean):
 
 _FREED = """
 import os, sys, torch
-from framecast.speed.memory import fix_mmap_threshold
-done = fix_mmap_threshold() if sys.argv[1] == "fixed" else None
+from framecast.speed.malloc import fix_mmap_threshold
+if sys.argv[1] == "config":  # trainer.malloc: fixed, as framecast fit applies it
+    from framecast import speed
+    from framecast.config import TrainerConfig
+    done = speed.tune_malloc(TrainerConfig(malloc="fixed"))
+else:
+    done = fix_mmap_threshold() if sys.argv[1] == "fixed" else None
 page = os.sysconf("SC_PAGE_SIZE")
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
 live = []
@@ -134,7 +139,7 @@ print(done, (before_free - after) / 2**20)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_a_fixed_mmap_threshold_gives_each_steps_activations_back():
-    """With FRAMECAST_MALLOC=fixed, fit() fixes glibc's mmap threshold (memory.py): the 200 MiB of
+    """With trainer.malloc: fixed or FRAMECAST_MALLOC=fixed, fit() fixes glibc's mmap threshold (speed/malloc.py): the 200 MiB of
     activations a step frees leave the resident set at once, in the third step as in the first.
     Without it (the default) nothing is changed."""
     env = {**os.environ, "FRAMECAST_MALLOC": "fixed"}
@@ -147,6 +152,10 @@ def test_a_fixed_mmap_threshold_gives_each_steps_activations_back():
         [sys.executable, "-c", _FREED, "fixed"], capture_output=True, text=True, check=True, env=env
     )
     assert default.stdout.startswith("None "), default.stdout  # opt-in: glibc left as it is
+    keyed = subprocess.run(
+        [sys.executable, "-c", _FREED, "config"], capture_output=True, text=True, check=True, env=env
+    )
+    assert "mmap threshold fixed at 1024 KiB" in keyed.stdout and float(keyed.stdout.split()[-1]) > 190
 
 
 # --------------------------------------------------------------------------- the activation arena
@@ -176,7 +185,7 @@ def _grads(model, clip, arena=None, channels_last=False):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_the_arena_gives_the_same_loss_and_gradients_bit_for_bit(name, overrides, channels_last):
     from framecast.registry import model_size
-    from framecast.speed.memory import ActivationArena
+    from framecast.speed.arena import ActivationArena
 
     torch.manual_seed(0)
     model = framecast.create_model(name, **{**model_size(name, "test"), **overrides}).train()
@@ -195,7 +204,7 @@ def test_the_arena_gives_the_same_loss_and_gradients_bit_for_bit(name, overrides
 
 
 def test_the_arena_reuses_its_blocks_and_copies_a_tensor_saved_twice_once():
-    from framecast.speed.memory import ActivationArena
+    from framecast.speed.arena import ActivationArena
 
     torch.manual_seed(0)
     model = framecast.create_model("predrnn", **KW).train()
@@ -221,7 +230,7 @@ def test_the_arena_gives_its_blocks_back_during_the_backward_pass():
     """By default (release) a block goes back to the system as soon as the backward pass has
     freed what it held, so the backward pass's own temporaries do not come on top of a full arena;
     the next forward pass takes fresh blocks."""
-    from framecast.speed.memory import ActivationArena
+    from framecast.speed.arena import ActivationArena
 
     torch.manual_seed(0)
     model = framecast.create_model("predrnn", **KW).train()
@@ -242,7 +251,8 @@ def test_the_arena_gives_its_blocks_back_during_the_backward_pass():
 
 
 def test_a_recomputable_tensor_is_kept_as_its_inputs_with_the_same_gradients():
-    from framecast.speed.memory import ActivationArena, recomputable
+    from framecast.layers.saved import recomputable
+    from framecast.speed.arena import ActivationArena
 
     x = torch.randn(64, 64, requires_grad=True)
 
@@ -268,7 +278,7 @@ def test_in_the_arena_a_predrnn_cell_step_keeps_11_tensors(name):
     """Through the arena, [c', m'] is kept as c', m' (which the next step keeps anyway) and
     PredRNN-V2's increments i * g, i' * g' as their factors: 11 (B, nh, H, W) tensors per cell
     step for both (7 gates, tanh(conv_last), h, c, m), from 13 and 15 without it."""
-    from framecast.speed.memory import ActivationArena
+    from framecast.speed.arena import ActivationArena
 
     torch.manual_seed(0)
     model = framecast.create_model(name, **{**KW, "num_hidden": (32, 32)}).train()
@@ -287,7 +297,7 @@ def test_in_the_arena_a_predrnn_cell_step_keeps_11_tensors(name):
 def test_the_arena_keeps_two_graphs_apart_and_leaves_what_cannot_help():
     """Two forward passes before either backward (gradient accumulation by hand) must not
     share blocks; parameters, small tensors and strided views are saved as they are."""
-    from framecast.speed.memory import ActivationArena
+    from framecast.speed.arena import ActivationArena
 
     arena = ActivationArena(block_bytes=1 << 12, min_bytes=1024)
     w = torch.nn.Parameter(torch.randn(32, 32))
@@ -307,7 +317,8 @@ def test_the_arena_keeps_two_graphs_apart_and_leaves_what_cannot_help():
 
 
 def test_the_arena_trims_the_heap_after_blocks_of_small_tensors_only(monkeypatch):
-    from framecast.speed import memory
+    from framecast.speed import arena as memory
+
     calls = []
     monkeypatch.setattr(memory, "malloc_trim", lambda: calls.append(1))
     x = torch.randn(64, 64, requires_grad=True)  # 16 KiB
@@ -323,14 +334,16 @@ def test_the_arena_trims_the_heap_after_blocks_of_small_tensors_only(monkeypatch
     assert len(calls) == 5  # 6 blocks filled in turn, a trim between each two
 
 
-def test_the_arena_steps_aside_after_a_first_pass_that_fills_less_than_a_block():
-    """Small activations: the heap holds them as well as the arena would, so the hooks' per-tensor
-    cost is skipped from the second pass on; large ones keep it."""
-    from framecast.speed.memory import ActivationArena, saving_if_worthwhile
+def test_the_arena_steps_aside_after_a_first_pass_that_copies_less_than_its_threshold():
+    """Small activations: no measured saving, so the hooks' per-tensor cost is skipped from the
+    second pass on; a pass that copies ``engage_bytes`` (by default 1 GiB: the official sizes,
+    where the peak fell 40%) keeps it."""
+    from framecast.speed.arena import ENGAGE_BYTES, ActivationArena, saving_if_worthwhile
 
+    assert ActivationArena().engage_bytes == ENGAGE_BYTES == 1 << 30
     x = torch.randn(64, 64, requires_grad=True)  # 16 KiB
-    for block_bytes, worthwhile in ((1 << 20, False), (32 << 10, True)):
-        arena = ActivationArena(block_bytes=block_bytes, min_bytes=0)
+    for engage_bytes, worthwhile in ((1 << 20, False), (32 << 10, True)):
+        arena = ActivationArena(block_bytes=16 << 10, min_bytes=0, engage_bytes=engage_bytes)
         for _ in range(2):
             with saving_if_worthwhile(arena):
                 x.exp().tanh().sum().backward()  # 32 KiB saved
@@ -340,7 +353,7 @@ def test_the_arena_steps_aside_after_a_first_pass_that_fills_less_than_a_block()
 
 def test_the_task_trains_through_the_arena_by_default():
     from framecast.config import RunConfig, build_dataclass
-    from framecast.speed.memory import ActivationArena
+    from framecast.speed.arena import ActivationArena
     from framecast.training.runner import make_task
 
     cfg = build_dataclass(RunConfig, {"model": {"name": "predrnn", "num_hidden": [8, 8], "filter_size": 3}})
@@ -372,7 +385,8 @@ def test_the_task_trains_through_the_arena_by_default():
 def test_a_recomputable_tensor_changed_in_place_is_copied_and_recipes_do_not_nest():
     """The recipe holds only while ``out`` is as it was marked; a recipe whose input is itself
     kept as a recipe is not made (``out`` is copied instead): gradients as without the arena."""
-    from framecast.speed.memory import ActivationArena, recomputable
+    from framecast.layers.saved import recomputable
+    from framecast.speed.arena import ActivationArena
 
     x = torch.randn(64, 64, requires_grad=True)
     w = torch.randn(64, 64, requires_grad=True)

@@ -1,5 +1,7 @@
 """Prepacked bf16 convolutions for inference (framecast.speed.packed): the Forecaster's bf16 forecasts
-on a CPU, the same as autocast's within bf16 rounding, the caller's model untouched."""
+on a CPU, the same as autocast's within bf16 rounding, the caller's model untouched; ``auto``
+packs only where the packed copy measured faster. Tests that run oneDNN's bf16 ops skip alone
+where it has none (``needs_onednn_bf16``); the others run on every CPU."""
 
 import numpy as np
 import pytest
@@ -8,11 +10,16 @@ from torch import nn
 
 import framecast
 from framecast.forecasting import Forecaster
-from framecast.speed.packed import PackedConv2d, available, pack_convolutions
+from framecast.speed import packed as packing
+from framecast.speed import support
+from framecast.speed.packed import PackedConv2d, pack_convolutions
 
-pytestmark = pytest.mark.skipif(not available(), reason="this torch has no oneDNN convolution ops")
+needs_onednn_bf16 = pytest.mark.skipif(
+    not support.has_packing_ops(), reason="oneDNN has no native bf16 (or no convolution ops) here"
+)
 
 
+@needs_onednn_bf16
 @pytest.mark.parametrize("groups, bias, stride", [(1, False, 1), (4, True, 1), (1, True, 2)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_a_packed_convolution_computes_what_autocast_does(groups, bias, stride, channels_last):
@@ -31,6 +38,7 @@ def test_a_packed_convolution_computes_what_autocast_does(groups, bias, stride, 
     assert conv.weight.dtype == torch.float32  # the module packed from is left as it was
 
 
+@needs_onednn_bf16
 def test_a_packed_convolution_reorders_its_weight_for_each_input_shape_and_thread_count():
     # a layout picked without the input's shape can send oneDNN to a slow kernel (84-120 ms against
     # 0.4 ms for PredRNN's conv_m at one thread here): each shape gets its own, made once
@@ -62,6 +70,7 @@ def test_a_packed_convolution_reorders_its_weight_for_each_input_shape_and_threa
     assert len(packed._packed) == PackedConv2d.max_shapes
 
 
+@needs_onednn_bf16
 @pytest.mark.parametrize("name", ["predrnn", "convlstm", "simvp", "phydnet"])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_the_bf16_forecaster_packs_a_copy_and_forecasts_the_same(name, channels_last):
@@ -71,7 +80,7 @@ def test_the_bf16_forecaster_packs_a_copy_and_forecasts_the_same(name, channels_
     size = model.config.image_size if hasattr(model.config, "image_size") else 64
     frames = np.random.default_rng(0).random((4, size, size)).astype(np.float32)
     kw = dict(precision="bf16-mixed", channels_last=channels_last, log=None)
-    packed = Forecaster(model, 3, n_context=4, **kw)
+    packed = Forecaster(model, 3, n_context=4, **kw, pack_weights=True)
     plain = Forecaster(model, 3, n_context=4, **kw, pack_weights=False)
     assert packed.packed > 0 and packed.model is not model and plain.packed == 0
     assert [type(m) for m in model.modules()] == kinds  # the caller's model keeps its own convolutions
@@ -88,6 +97,7 @@ def test_the_bf16_forecaster_packs_a_copy_and_forecasts_the_same(name, channels_
     assert fp32.packed == 0 and fp32.model is model  # fp32 runs the model as it is
 
 
+@needs_onednn_bf16
 def test_what_cannot_be_packed_is_left_as_it_is():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding="same"), nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
     same, count = pack_convolutions(model)
@@ -100,118 +110,39 @@ def test_what_cannot_be_packed_is_left_as_it_is():
         torch.testing.assert_close(twin(x).float(), mixed(x).float(), rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.parametrize("precision, channels_last", [("bf16-mixed", True), ("32", False)])
-def test_a_compiled_forecaster_forecasts_as_the_eager_one_and_leaves_the_model_alone(precision, channels_last):
-    # torch.compile (inductor) of the recurrent step: on the packed bf16 copy, and on a plain
-    # copy of an fp32 model already in its layout (the caller's own object is never compiled)
-    torch.manual_seed(0)
-    model = framecast.create_model("predrnn", size="test").eval()
-    frames = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
-    said: list[str] = []
-    kw = dict(precision=precision, channels_last=channels_last, log=said.append)
-    compiled = Forecaster(model, 3, n_context=4, **kw, compile=True)
-    if not compiled.compiled and any("InvalidCxxCompiler" in line for line in said):
-        pytest.skip("no C++ compiler for inductor on this machine (the fallback is tested below)")
-    eager = Forecaster(model, 3, n_context=4, **kw)
-    assert compiled.compiled and not eager.compiled and compiled.compile_seconds > 0
-    assert (compiled.packed > 0) == (precision == "bf16-mixed")
-    assert any("compiled (torch.compile" in line for line in said), said
-    assert "step" not in vars(model) and compiled.model is not model  # the caller's step is its own
-    assert "step" in vars(compiled.model)
-    a, b = compiled.predict(frames), eager.predict(frames)
-    # fused arithmetic rounds otherwise than eager's op by op: rounding, not equality
-    assert np.abs(a - b).mean() < 1 / 256, np.abs(a - b).mean()
-    for frame in frames:  # streaming steps run compiled too
-        a, b = compiled.push(frame), eager.push(frame)
-    assert np.abs(a - b).mean() < 1 / 256, np.abs(a - b).mean()
-    assert compiled.compiled  # nothing fell back on the way
+@needs_onednn_bf16
+def test_auto_packs_only_where_the_packed_copy_measured_faster(monkeypatch, tmp_path):
+    """``pack_weights="auto"`` (the default) follows ``packed.pays``: at least PACK_GAIN (1.2x) as
+    fast at batch 1 here; the verdict is cached, so the second Forecaster measures nothing."""
+    monkeypatch.setenv("FRAMECAST_CACHE", str(tmp_path))
+    model = framecast.create_model("convlstm", size="test").eval()
+    kw = dict(precision="bf16-mixed", channels_last=False, log=None)
+    monkeypatch.setattr(packing, "pays", lambda *a, **k: pytest.fail("pinned: nothing measured"))
+    assert Forecaster(model, 3, n_context=4, **kw).packed == 0  # $FRAMECAST_PRECISION (conftest): no probe
+    monkeypatch.delenv("FRAMECAST_PRECISION")
+    for speedup, packs in ((1.5, True), (1.1, False)):
+        monkeypatch.setattr(packing, "pays", lambda *a, s=speedup, **k: {"pays": s >= packing.PACK_GAIN, "speedup": s})
+        f = Forecaster(model, 3, n_context=4, **kw)
+        assert (f.packed > 0) is packs and (f.model is model) is not packs
+    monkeypatch.undo()
+    monkeypatch.setenv("FRAMECAST_CACHE", str(tmp_path))
+    monkeypatch.delenv("FRAMECAST_PRECISION")
+    twin, count = pack_convolutions(model)
+    first = packing.pays(model, twin, 4, 3, 64)
+    assert first["source"] == "measured" and first["speedup"] > 0 and isinstance(first["pays"], bool)
+    again = packing.pays(model, twin, 4, 3, 64)
+    assert again == {**first, "source": "cached"}
+    with pytest.raises(ValueError, match="pack_weights"):
+        Forecaster(model, 3, n_context=4, **kw, pack_weights="sometimes")
 
 
-def _failing_compile(error: Exception, works: list[bool] | None = None, failures: list[int] | None = None):
-    """A stand-in for torch.compile whose compiled function raises ``error`` (while
-    ``works[0]`` is False, if given; else always), counting its failed calls in ``failures``."""
-
-    def fake(fn, **kwargs):
-        def call(*args, **kw):
-            if works is not None and works[0]:
-                return fn(*args, **kw)
-            if failures is not None:
-                failures.append(1)
-            raise error
-
-        return call
-
-    return fake
-
-
-@pytest.mark.parametrize(
-    "error, reason",
-    [
-        (
-            torch._dynamo.exc.BackendCompilerFailed(
-                lambda: None, RuntimeError("InvalidCxxCompiler: no working C++ compiler found\nmore"), None
-            ),
-            "(RuntimeError: InvalidCxxCompiler: no working C++ compiler found)",
-        ),
-        (AssertionError(), "(AssertionError)"),
-    ],
-)
-def test_where_compiling_fails_the_forecaster_says_why_and_runs_eagerly(monkeypatch, error, reason):
-    monkeypatch.setattr(torch, "compile", _failing_compile(error))
+def test_without_onednn_bf16_nothing_is_packed_and_the_forecast_runs(monkeypatch):
+    """No native bf16 (an AVX2-only CPU, ARM): the Forecaster runs the model as it is, silently."""
+    monkeypatch.setattr(support, "has_onednn_bf16", lambda: False)
     model = framecast.create_model("convlstm", size="test").eval()
     said: list[str] = []
-    f = Forecaster(model, 2, n_context=3, precision="32", channels_last=False, log=said.append, compile=True)
-    assert not f.compiled
-    assert [line for line in said if line.startswith("compile:")] == [
-        f"compile: torch.compile of the model's step failed, forecasting eagerly {reason}"
-    ]
-    assert "step" not in vars(f.model)  # the class's own step again
-    out = f.predict(np.random.default_rng(0).random((3, 64, 64)).astype(np.float32))
-    assert out.shape == (2, 64, 64, 1)
-
-
-def test_a_recompilation_that_fails_later_falls_back_to_eager_once(monkeypatch):
-    works, failures = [True], []
-    monkeypatch.setattr(torch, "compile", _failing_compile(RuntimeError("C++ compile error"), works, failures))
-    model = framecast.create_model("convlstm", size="test").eval()
-    said: list[str] = []
-    kw = dict(precision="32", channels_last=False, log=said.append)
-    f = Forecaster(model, 2, n_context=3, **kw, compile=True)
-    assert f.compiled and "step" in vars(f.model) and f.compile_options == {"cpp_wrapper": True}
-    works[0] = False  # e.g. a new frame size whose graph inductor cannot build
-    frames = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
-    got = f.predict(frames)
-    assert not f.compiled and "step" not in vars(f.model)
-    # ConvLSTM's rollout took the compiled step once, at its start: one failure, then eager
-    assert len(failures) == 1
-    assert [line for line in said if "recompiling" in line] == [
-        "compile: recompiling the model's step failed, forecasting eagerly (RuntimeError: C++ compile error)"
-    ]
-    np.testing.assert_array_equal(got, Forecaster(model, 2, n_context=3, **kw).predict(frames))
-
-
-def test_an_error_of_the_callers_own_is_raised_and_compiling_kept(monkeypatch):
-    # an error eager raises too (here: frames of the wrong size for a fixed-size model) is not a
-    # compile failure: it reaches the caller as itself, and the compiled step stays
-    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
-    model = framecast.create_model("convlstm", size="test").eval()
-    said: list[str] = []
-    f = Forecaster(model, 2, n_context=3, precision="32", channels_last=False, log=said.append, compile=True)
-    assert f.compiled
-    state = torch.zeros(1)  # not a ConvLSTM state: the step fails, compiled and eager alike
-    with pytest.raises(Exception) as caught:
-        f.model.step(torch.zeros(1, 1, 64, 64), state)
-    assert not isinstance(caught.value, AssertionError)
-    assert f.compiled and "step" in vars(f.model)
-    assert not [line for line in said if "recompiling" in line]
-
-
-def test_a_compiled_forecaster_warms_up_a_model_of_any_channel_count(monkeypatch):
-    # the warm-up's frames go in as (T, C, H, W): two channels (gridded data) are not taken for
-    # a width; torch.compile stood in for by the function itself (no inductor time)
-    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
-    model = framecast.create_model("convlstm", size="test", channels=2).eval()
-    f = Forecaster(model, 2, n_context=3, precision="32", channels_last=False, log=None, compile=True)
-    assert f.compiled
-    frames = np.random.default_rng(0).random((3, 2, 64, 64)).astype(np.float32)
-    assert f.predict(frames).shape == (2, 64, 64, 2)
+    f = Forecaster(
+        model, 2, n_context=3, precision="bf16-mixed", channels_last=False, log=said.append, pack_weights=True
+    )
+    assert f.packed == 0 and f.model is model and said == []
+    assert f.predict(np.zeros((3, 64, 64), np.float32)).shape == (2, 64, 64, 1)

@@ -232,7 +232,7 @@ class TrainerConfig:
     max_epochs: int = 10  # epochs to train (-1: no limit)
     max_steps: int = -1  # optimiser steps to train (-1: no limit)
     max_time_minutes: float | None = None  # wall-clock training budget in minutes (null: none)
-    # auto: the fastest of fp32 / bf16-mixed measured on this machine (framecast.speed.precision);
+    # auto: the fastest of fp32 / bf16-mixed measured on this machine (framecast.speed);
     # 32 | bf16-mixed | 16-mixed | ...: always obeyed
     precision: str = "auto"
     accelerator: str = "auto"  # Lightning's accelerator: auto | cpu | gpu | ...
@@ -248,9 +248,12 @@ class TrainerConfig:
     enable_progress_bar: bool = True  # progress: a bar on a terminal, plain lines in a log; false: none
     channels_last: bool | str = "auto"  # true | false | auto (measured with the precision)
     # CPU training: the activations kept for the backward pass are copied into 64 MiB blocks,
-    # given back as the backward pass frees them (framecast.speed.memory.ActivationArena): the same
-    # results bit for bit, a lower memory peak
+    # given back as the backward pass frees them (framecast.speed.arena): the same results bit for
+    # bit, a lower memory peak; it engages where a pass copies at least 1 GiB (the official sizes)
     activation_arena: bool = True
+    # CPU training: fixed (glibc only) fixes glibc's mmap threshold at 1 MiB: a lower peak without
+    # the arena, 12-26% slower official steps (framecast.speed.malloc); default: glibc as it is
+    malloc: str = "default"
 
     def __post_init__(self) -> None:
         allowed = ("auto", "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed", "64")
@@ -262,6 +265,7 @@ class TrainerConfig:
             f"trainer.channels_last must be true, false or auto, got {self.channels_last!r}",
         )
         require_choice("trainer.precision", self.precision, allowed)
+        require_choice("trainer.malloc", self.malloc, ("default", "fixed"))
         require(
             self.max_epochs >= 1 or self.max_epochs == -1,
             f"trainer.max_epochs must be at least 1, got {self.max_epochs}",
@@ -400,6 +404,7 @@ RESUME_SAFE_KEYS: dict[str, str] = {
     "train.on_nonfinite": "acts only on a NaN/Inf loss, where the run would otherwise stop",
     # A budget change continues training from where it stopped; a one-cycle learning rate then
     # follows the new budget from the point reached (the time spent is kept in the checkpoint).
+    "trainer.malloc": "the allocator only: the same results bit for bit",
     "trainer.max_epochs": "the budget",
     "trainer.max_steps": "the budget",
     "trainer.max_time_minutes": "the budget",

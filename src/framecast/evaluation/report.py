@@ -19,8 +19,8 @@ from framecast.evaluation.seeds import report_seeds
 from framecast.evaluation.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
 from framecast.io import atomic_write_text
 from framecast.layers import show_size
-from framecast.speed.machine import describe as describe_machine
-from framecast.speed.machine import machine_profile
+from framecast.machine import describe as describe_machine
+from framecast.machine import machine_profile
 from framecast.training.runner import scored_data
 
 COLUMNS = [

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from framecast import speed
 from framecast.errors import FramecastError
 from framecast.layers import as_hw
 
@@ -56,13 +57,15 @@ class Forecaster:
     A bf16-mixed forecast of 10 frames stays within 0.005 mean absolute difference per pixel,
     [0, 1] scale, of the fp32 one, and its MSE within 1% of fp32's (MaxViT, whose chunks feed back
     bf16 context: 0.03 and 10%; ``tests/test_precision.py``).
-    ``pack_weights`` (default): running bf16-mixed on a CPU, the Forecaster runs a copy of the
-    model whose convolutions hold their weights in bf16, reordered for oneDNN once per input
+    ``pack_weights``: running bf16-mixed on a CPU with oneDNN bf16, the Forecaster runs a copy of
+    the model whose convolutions hold their weights in bf16, reordered for oneDNN once per input
     shape instead of on every call (``framecast.speed.packed``): the same forecast, the official
-    PredRNN's clip at batch 1 1.7x as fast here. Also a snapshot of the weights.
-    ``compile``: compile the model's recurrent ``step`` (models without one: their forward
-    pass) with ``torch.compile`` (inductor, with its C++ wrapper where it builds; needs a C++
-    compiler) when the Forecaster is built, on warm-up forecasts of zeros that take every path
+    PredRNN's clip at batch 1 1.7x as fast on an AMX Xeon. ``auto`` (default): only where the
+    packed copy measures at least 1.2x as fast at batch 1 on this machine (cached); ``True``:
+    always; ``False``: never. Also a snapshot of the weights.
+    ``compile`` (``framecast.speed.compile``): compile the model's recurrent ``step`` (models
+    without one: their forward pass) with ``torch.compile`` (inductor, with its C++ wrapper where
+    it builds; needs a C++ compiler) when the Forecaster is built, on warm-up forecasts of zeros that take every path
     ``predict`` and ``push`` take. It fuses each step's gate arithmetic into a few kernels: the
     official PredRNN's clip at batch 1 ran 1.4-1.8x as fast here after 21-31 s of compiling
     (``benchmarks/batch1.py``, README "Benchmarks"), so it pays for long streams or many clips, not
@@ -83,7 +86,7 @@ class Forecaster:
         precision: str = "auto",
         log: Any = "stderr",
         channels_last: bool | str = "auto",
-        pack_weights: bool = True,
+        pack_weights: bool | str = "auto",
         compile: bool = False,
     ) -> None:
         cfg = model.config
@@ -99,98 +102,25 @@ class Forecaster:
         )
         self.precision = self.choice.precision
         self.model = _in_layout(model.eval(), self.choice.channels_last)
-        self.packed = 0  # convolutions running on prepacked bf16 weights (framecast.speed.packed)
-        if pack_weights and self.precision == "bf16-mixed" and self.device.type == "cpu":
-            from framecast.speed.packed import pack_convolutions
-
-            self.model, self.packed = pack_convolutions(self.model)
+        # convolutions running on prepacked bf16 weights (framecast.speed.packed; auto: where they pay here)
+        self.model, self.packed = speed.prepare_for_inference(
+            self.model,
+            self.precision,
+            self.device,
+            pack=pack_weights,
+            n_context=self.n_context,
+            n_future=self.n_future,
+            image_size=self.size or 64,
+        )
         self.compile_seconds = 0.0  # compiling and the compiled warm-up forecasts
         self.compile_options: dict = {}  # inductor's options that built it
         self.compiled = False
         self.reset()
         if compile:
-            self.compiled = self._compile(model, log)
-
-    def _compile(self, caller: nn.Module, log) -> bool:
-        """Compile a copy's ``step`` (or ``forward``) and build it on warm-up forecasts of zeros
-        through ``predict`` and ``push``; eager again, with one line saying why, where that
-        fails. Whether it compiled."""
-        import copy
-        import time
-
-        if self.model is caller:  # never touch the caller's model
-            self.model = copy.deepcopy(caller)
-        name = "step" if callable(getattr(self.model, "step", None)) else "forward"
-        # eager first: a model that fails fails here, as itself; packed convolutions fit their
-        # weights to these shapes (what the compiled graphs will trace)
-        self._warm_up()
-        eager, why = getattr(self.model, name), ""
-        t0 = time.perf_counter()
-        # inductor's C++ wrapper calls the kernels with less overhead (the official PredRNN's clip
-        # ~8% faster here, compiling ~6 s longer); where it cannot be built, its Python one
-        for options in ({"cpp_wrapper": True}, {}):
-            try:
-                compiled = torch.compile(eager, options=options)
-                setattr(self.model, name, compiled)
-                with _recompile_limit_fails():  # a graph dynamo gives up on is a failure, not silent eager
-                    self._warm_up()
-            except Exception as e:  # no C++ compiler, an op inductor does not take, ...
-                vars(self.model).pop(name, None)  # the class's own method again
-                why = _reason(e)
-                continue
-            self.compile_seconds = time.perf_counter() - t0
-            self.compile_options = options
-            setattr(self.model, name, self._guarded(compiled, eager, name, log))
-            if log:
-                wrapper = "C++" if options.get("cpp_wrapper") else "Python"
-                log(
-                    f"compile: the model's {name} compiled (torch.compile, inductor, {wrapper} wrapper) "
-                    f"in {self.compile_seconds:.1f} s"
-                )
-            return True
-        if log:
-            log(f"compile: torch.compile of the model's {name} failed, forecasting eagerly ({why})")
-        return False
-
-    def _warm_up(self) -> None:
-        """Forecasts of zeros through ``predict`` and ``push`` (n_context frames, the last with
-        its forecast), as a user's calls make them; then a fresh stream."""
-        h, w = as_hw(self.size or 64)
-        zeros = np.zeros((self.n_context, self.channels, h, w), np.float32)  # (T, C, H, W): any C
-        self.predict(zeros)
-        for frame in zeros:
-            self.push(frame)
-        self.reset()
-
-    def _guarded(self, compiled, eager, name: str, log):
-        """``compiled``; where a call of it fails (a recompilation, e.g. for a new frame size,
-        that inductor cannot build) and the eager step does not, eager from then on, said in one
-        line. An error eager raises too is the caller's: raised, compiling kept."""
-        failed = False
-
-        def call(*args, **kwargs):
-            nonlocal failed
-            if failed:  # a rollout that took this wrapper before it failed keeps calling it
-                return eager(*args, **kwargs)
-            try:
-                return compiled(*args, **kwargs)
-            except FramecastError:
-                raise
-            except Exception as e:
-                out = eager(*args, **kwargs)  # raises the caller's own error, if that is what it was
-                failed = True
-                vars(self.model).pop(name, None)
-                self.compiled = False
-                if log:
-                    log(f"compile: recompiling the model's {name} failed, forecasting eagerly ({_reason(e)})")
-                return out
-
-        return call
+            self.compiled = speed.compile_forecaster(self, model, log)
 
     def _autocast(self):
-        from framecast.speed.precision import autocast
-
-        return autocast(self.precision, self.device.type)
+        return speed.autocast(self.precision, self.device.type)
 
     def reset(self) -> None:
         self._state: Any = None
@@ -252,27 +182,6 @@ def _in_layout(model: nn.Module, channels_last: bool) -> nn.Module:
     return twin.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def _recompile_limit_fails():
-    """Within: room for this Forecaster's graphs (dynamo keeps the graphs of every instance of a
-    model class under one function, 8 by default), and dynamo raises where it would still give
-    up compiling and run eagerly without a word."""
-    import contextlib
-
-    import torch._dynamo.config as dynamo_config
-
-    wanted = {"fail_on_recompile_limit_hit": True, "recompile_limit": max(64, dynamo_config.recompile_limit)}
-    settings = {k: v for k, v in wanted.items() if hasattr(dynamo_config, k)}
-    return dynamo_config.patch(**settings) if settings else contextlib.nullcontext()
-
-
-def _reason(e: BaseException) -> str:
-    """The cause of a compile failure in one line (dynamo wraps inductor's in BackendCompilerFailed)."""
-    inner = getattr(e, "inner_exception", None)
-    inner = e if inner is None else inner
-    first = (str(inner).splitlines() or [""])[0]
-    return f"{type(inner).__name__}: {first}" if first else type(inner).__name__
-
-
 def _logger(log):
     """``"stderr"`` -> a function printing ``framecast: <msg>`` there; a function or None as is."""
     if log != "stderr":
@@ -290,10 +199,8 @@ def _resolve_choice(
 ):
     """The Forecaster's precision and layout: ``auto`` measured at batch 1 for inference
     (framecast.speed.precision)."""
-    from framecast.speed.precision import resolve
-
     accelerator = {"cpu": "cpu", "cuda": "cuda"}.get(device.type, device.type)
-    return resolve(
+    return speed.resolve_precision(
         model,
         precision,
         channels_last,

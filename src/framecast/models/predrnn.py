@@ -40,9 +40,9 @@ from torch.utils.checkpoint import checkpoint
 
 from framecast.errors import ConfigError, FramecastError
 from framecast.layers import as_hw, check_patch, feedback_rollout, patchify, unpatchify
+from framecast.layers.saved import recomputable
 from framecast.models.base import Prediction, Predictor, check_cells
 from framecast.registry import register_model
-from framecast.speed.memory import recomputable
 
 
 @dataclass

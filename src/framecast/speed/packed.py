@@ -10,19 +10,38 @@ as inductor's freezing does; at batch 1 that is once), and call oneDNN with it d
 (``torch.ops.mkldnn._convolution_pointwise``). The arithmetic is autocast's (bf16 inputs and
 weights, bf16 out), so the forecast is the same: bit for bit on the machine it was measured on
 (tests allow bf16 rounding, since another CPU's kernels may pick another algorithm for either
-path). Measured here, alternating with autocast's convolutions in one process: the official
-PredRNN's gate convolutions at batch 1 ran 1.5-1.65x as fast (``benchmarks/batch1.py`` times each
-one; README "Benchmarks").
+path).
+
+Gain and cost, measured (``benchmarks/batch1.py``,
+``benchmarks/results/batch1-forecast-official-predrnn-pt2.14-cpu-xeon-amx.json``, the AMX Xeon):
+the official PredRNN's gate convolutions at batch 1 ran 1.75-2.6x as fast packed (e.g. ``conv_h``
+0.92 -> 0.49 ms at one thread, 0.60 -> 0.23 ms at two), its clip 1.7x (README "Benchmarks");
+the cost is a bf16 copy of the weights (half the fp32 model) and one reorder per input shape.
+Not measured on other CPUs, so the Forecaster's default ``pack_weights="auto"`` packs only where ``pays`` measures the
+packed copy at least ``PACK_GAIN`` (1.2x) as fast on this machine: a forward pass at batch 1,
+each way, within ``PACK_SECONDS``, cached with the precision probe's results (``packed/`` beside
+``precision/``). Off: ``Forecaster(pack_weights=False)``; ``True`` packs without measuring.
 
 Used by the ``Forecaster`` when it runs bf16-mixed on a CPU; a model for training is never
 packed (its weights change every step). Both ops are private PyTorch API: where they are
-missing, or a convolution is not a plain zero-padded ``nn.Conv2d``, it is left as it is.
+missing, where oneDNN has no native bf16 (an AVX2-only CPU, ARM), on a GPU, or where a
+convolution is not a plain zero-padded ``nn.Conv2d``, it is left as it is, silently
+(``framecast.speed.support``).
 """
 
 import copy
+import hashlib
+import json
+import time
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from framecast.speed import support
+
+PACK_GAIN = 1.2  # pack_weights="auto": the packed copy must be at least this much faster
+PACK_SECONDS = 2.0  # what measuring that may take (a warm-up and up to 3 rounds of each)
 
 
 class PackedConv2d(nn.Module):
@@ -103,18 +122,8 @@ def packable(conv: nn.Module) -> bool:
 
 
 def available() -> bool:
-    ops = getattr(torch.ops, "mkldnn", None)
-    try:
-        return (
-            torch.backends.mkldnn.is_available()
-            and ops is not None
-            and hasattr(ops, "_reorder_convolution_weight")
-            and hasattr(ops, "_convolution_pointwise")
-            # oneDNN's bf16 convolution needs AVX512 (or AVX-NE-CONVERT); F.conv2d has fallbacks
-            and bool(ops._is_mkldnn_bf16_supported())
-        )
-    except (AttributeError, RuntimeError):
-        return False
+    """The private oneDNN ops, with native bf16 (``support.has_packing_ops``)."""
+    return support.has_packing_ops()
 
 
 def pack_convolutions(model: nn.Module) -> tuple[nn.Module, int]:
@@ -133,3 +142,57 @@ def pack_convolutions(model: nn.Module) -> tuple[nn.Module, int]:
                     continue
                 count += 1
     return (twin, count) if count else (model, 0)
+
+
+def pays(
+    model: nn.Module, twin: nn.Module, n_context: int, n_future: int, size, use_cache: bool = True
+) -> dict[str, Any]:
+    """Whether the packed ``twin`` of ``model`` forecasts at least ``PACK_GAIN`` times as fast at
+    batch 1 in bf16 on this machine: ``{"pays": bool, "speedup": float, "source": measured|cached}``."""
+    from framecast.config import to_dict
+    from framecast.io import atomic_write_text
+    from framecast.machine import profile_key
+    from framecast.speed import probe
+    from framecast.speed.precision import cache_dir, code_fingerprint
+
+    nc, nf = probe.probe_frames(model, n_context, n_future)
+    key = {
+        "version": 1,
+        "code": code_fingerprint(),
+        "machine": profile_key(),
+        "model": getattr(model, "model_name", type(model).__name__),
+        "config": to_dict(model.config) if hasattr(model, "config") else None,
+        "frames": [nc, nf],
+        "image_size": size,
+        "channels_last": _channels_last(next((p for p in model.parameters() if p.dim() == 4), torch.empty(0))),
+    }
+    key = json.loads(json.dumps(key, default=str))
+    path = cache_dir() / "packed" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]}.json"
+    if use_cache:
+        try:
+            entry = json.loads(path.read_text())
+            if entry.get("key") == key:
+                return {**entry["result"], "source": "cached"}
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        plain = probe._step(model, probe.BF16, "infer", 1, nc, nf, size)
+        packed = probe._step(twin, probe.BF16, "infer", 1, nc, nf, size)
+        start = time.perf_counter()
+        best = {"plain": probe._timed(plain), "packed": probe._timed(packed)}  # warm-up: kernels, reorders
+        for _ in range(3):
+            if time.perf_counter() - start + sum(best.values()) > PACK_SECONDS:
+                break
+            best = {
+                "plain": min(best["plain"], probe._timed(plain)),
+                "packed": min(best["packed"], probe._timed(packed)),
+            }
+    speedup = best["plain"] / max(best["packed"], 1e-12)
+    result = {"pays": speedup >= PACK_GAIN, "speedup": round(speedup, 3)}
+    if use_cache:
+        try:
+            atomic_write_text(path, json.dumps({"key": key, "result": result}, indent=2))
+        except OSError:
+            pass  # a read-only cache: measured again next time
+    return {**result, "source": "measured"}

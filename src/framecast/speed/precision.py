@@ -2,23 +2,26 @@
 measurement on the machine a run lands on.
 
 No constant is right on a CPU: bf16-mixed ran at 0.56-0.96x fp32 on one 2-core Xeon (AVX512-BF16,
-no AMX) and at 1.6-4x on others (AMX), and channels-last is -8% to +20% per convolution. So on
-a CPU ``resolve`` times the model's own training step (forward, backward and an Adam step; the
-forward pass alone for testing and forecasting) in each candidate, fp32 and bf16-mixed,
-contiguous and channels-last, on a 3-frame clip (a recurrent model's per-frame work is the same
-at any length) at the run's batch where that is cheap enough (bf16's per-call overheads make it
-look 2-4x slower at batch 1 than it is at batch 16; a 4 x 128 PredRNN is probed at batch 1; a
-window model such as SimVP, whose step no shorter clip can stand for, gets a larger budget per
-step so that it is timed near the run's batch),
-interleaved round by round, and keeps the fastest time of each. bf16-mixed is chosen only if it
-is at least ``BF16_MARGIN`` times as fast as the best fp32 candidate (it rounds: noise must not
-buy it). The probe stops starting rounds after ``PROBE_SECONDS`` (``WINDOW_SECONDS`` for a window
-model; a warm-up round, then 1-5 timed ones; 0.3-9 s on a 2-core CPU) and is cached per machine profile
-(``framecast.speed.machine.profile_key``: CPU model and flags, torch and oneDNN versions, thread
+no AMX) and at 1.6-4x on others (AMX), and channels-last is -8% to +20% per convolution (the
+probe's figures: ``benchmarks/results/precision-layout-conv-pt2.14-cpu-xeon-amx.json``,
+``precision-auto-fit-quick-pt2.14-cpu-xeon-amx.json``). So on a CPU ``resolve`` times the model's
+own training step (forward, backward and an Adam step; the forward pass alone for testing and
+forecasting) in each candidate, fp32 and bf16-mixed, contiguous and channels-last, on a 3-frame
+clip (a recurrent model's per-frame work is the same at any length) at the run's batch where
+that is cheap enough (``probe.py``: at most 5 s per model shape at the cpu sizes, 10 s at the
+published ones, on any CPU; a candidate clearly slower is timed no further), and keeps the
+fastest time of each. bf16-mixed is chosen only if it is at least ``BF16_MARGIN`` times as fast
+as the best fp32 candidate (it rounds: noise must not buy it). Where oneDNN has no native bf16
+(an AVX2-only CPU, ARM; ``support.has_onednn_bf16``), where one bf16 step costs ~25 fp32 ones,
+bf16 is not a candidate. The result is cached per machine profile
+(``framecast.machine.profile_key``: CPU model and flags, torch and oneDNN versions, thread
 count) and model shape, in ``$FRAMECAST_CACHE`` (else ``$XDG_CACHE_HOME/framecast``, else
 ``~/.cache/framecast``), under ``precision/``: the second run on the same machine pays nothing.
 A probe during which other processes took more than ``BUSY_SHARE`` of the CPU (Linux:
 /proc/stat) says so and is cached for ``BUSY_TTL`` (an hour) only, then measured again.
+
+Off: an explicit ``trainer.precision`` and ``trainer.channels_last`` (or the Forecaster's
+``precision`` and ``channels_last``), or ``$FRAMECAST_PRECISION``; nothing is measured then.
 
 On a GPU ``auto`` picks bf16-mixed where the GPU supports it (no probe), and channels-last for
 training (the Forecaster keeps the model's own layout). An
@@ -30,7 +33,6 @@ One log line says what was chosen and why:
     precision: auto -> bf16-mixed, channels-last (2.9x fp32 on this CPU; channels-last 1.17x contiguous; measured now in 4.2 s)
 """
 
-import copy
 import hashlib
 import json
 import os
@@ -41,42 +43,39 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from framecast.errors import ConfigError
-from framecast.speed.machine import machine_profile, profile_key
-from framecast.speed.memory import malloc_trim
+from framecast.machine import machine_profile, profile_key
+from framecast.speed import probe as probing
+from framecast.speed import support
+from framecast.speed.malloc import malloc_trim
+from framecast.speed.probe import BF16, FP32, layout_name
 
 AUTO = "auto"
 # $FRAMECAST_PRECISION=32 (or bf16-mixed) pins what `auto` resolves to on this machine: no probe,
 # no log line (CI and the test suite pin it, so their runs never depend on a timing).
 ENV_PIN = "FRAMECAST_PRECISION"
-FP32, BF16 = "32", "bf16-mixed"
 BF16_MARGIN = 1.10  # bf16-mixed must be this much faster than the best fp32 candidate
-PROBE_SECONDS = 6.0  # timed rounds stop once this much has passed (warm-up included)
-HARD_SECONDS = 9.0  # no timed round starts past this: the warm-up's times are used instead
 BUSY_SHARE = 0.25  # a probe while other processes took more than this share of the CPU ...
 BUSY_TTL = 3600.0  # ... is cached for this many seconds only (the same choice for runs close in time)
-WINDOW_SECONDS = 8.0  # a window model's probe (``probe_steps``): timed rounds stop past this
-MAX_ROUNDS = 5
-ASSUMED_FLOP_RATE = 50e9  # fp32 FLOP/s that sizes the probe's batch (a busy 2-core CPU reaches 55-300)
-PROBE_VERSION = 2  # bump when the probe changes what it measures: older cache entries are ignored
+PROBE_VERSION = 3  # bump when the probe changes what it measures: older cache entries are ignored
 
 
 def code_fingerprint() -> str:
-    """A digest of the code a probe times (``framecast/models``, ``framecast/layers`` and this
-    module): a new kernel (a faster depthwise convolution, say) changes the speeds without
+    """A digest of the code a probe times (``framecast/models``, ``framecast/layers``, this module
+    and ``probe.py``): a new kernel (a faster depthwise convolution, say) changes the speeds without
     changing a model's config, so it invalidates the cached choices (``PROBE_VERSION`` alone
     only covers changes to the probe itself)."""
     global _FINGERPRINT
     if _FINGERPRINT is None:
-        root = Path(__file__).resolve().parent
+        root = Path(__file__).resolve().parent.parent  # framecast/
         h = hashlib.sha256()
         for f in sorted([*root.joinpath("models").rglob("*.py"), *root.joinpath("layers").rglob("*.py")]):
             h.update(f.relative_to(root).as_posix().encode())
             h.update(f.read_bytes())
         h.update(Path(__file__).read_bytes())
+        h.update(Path(probing.__file__).read_bytes())
         _FINGERPRINT = h.hexdigest()[:16]
     return _FINGERPRINT
 
@@ -91,10 +90,6 @@ def cache_dir() -> Path:
         return Path(os.environ["FRAMECAST_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "framecast"
-
-
-def layout_name(channels_last: bool) -> str:
-    return "channels-last" if channels_last else "contiguous"
 
 
 def parse_channels_last(value: Any) -> bool | str:
@@ -148,10 +143,6 @@ class Choice:
             "probe": dict(self.probe),
             "machine": machine_profile(self.precision, self.layout),
         }
-
-
-def _key(precision: str, channels_last: bool) -> str:
-    return f"{precision}/{layout_name(channels_last)}"
 
 
 def device_kind(accelerator: str) -> str:
@@ -270,19 +261,21 @@ def _decide(
             else f"no probe on {accelerator}"
         )
         return Choice(precision if fixed_p else FP32, unprobed, requested, "fixed", why)
-    precisions = [precision] if fixed_p else [FP32, BF16]
+    precisions = [precision] if fixed_p else ([FP32, BF16] if support.has_onednn_bf16() else [FP32])
     if fixed_p and precision not in (FP32, "32-true", BF16):
         # 64, 16-mixed, bf16-true: obeyed; the layout stays the long-standing default
         return Choice(precision, unprobed, requested, "fixed", "layout not probed at this precision")
     layouts = [channels_last] if fixed_cl else [False, True]
     candidates = [(p, cl) for p in precisions for cl in layouts]
+    if len(candidates) == 1:  # nothing to choose between (no oneDNN bf16, the layout given)
+        return Choice(precisions[0], layouts[0], requested, "fixed", "no oneDNN bf16 on this CPU; no probe")
     times, probe, source = _timings(model, candidates, kind, shape, use_cache)
     return _pick(times, probe, source, precisions, layouts, requested)
 
 
 def _pick(times, probe, source, precisions, layouts, requested) -> Choice:
     def best(p: str) -> tuple[float, bool]:
-        return min((times[_key(p, cl)], cl) for cl in layouts)
+        return min((times[probing.key(p, cl)], cl) for cl in layouts)
 
     fp32 = best(precisions[0])
     why = []
@@ -298,7 +291,7 @@ def _pick(times, probe, source, precisions, layouts, requested) -> Choice:
     else:
         p, (t, cl) = precisions[0], fp32
     if len(layouts) > 1:
-        other = times[_key(p, not cl)]
+        other = times[probing.key(p, not cl)]
         why.append(f"{layout_name(cl)} {other / t:.2f}x {layout_name(not cl)}")
     how = f"measured now in {probe['seconds']:.1f} s" if source == "measured" else "cached"
     others = probe.get("others_cpu_share", 0.0)
@@ -307,25 +300,10 @@ def _pick(times, probe, source, precisions, layouts, requested) -> Choice:
     return Choice(p, cl, requested, source, "; ".join([*why, how]), dict(times), probe)
 
 
-def is_window_model(model: nn.Module) -> bool:
-    """A model that reads a fixed window of ``n_context`` frames per pass (SimVP, TAU, MaxViT),
-    not one frame per recurrent step."""
-    return hasattr(getattr(model, "config", None), "n_context")
-
-
-def _probe_frames(model: nn.Module, n_context: int, n_future: int) -> tuple[int, int]:
-    """A short clip with the per-frame work of the run's: recurrent models cost the same per
-    frame at any length; a window model (fixed ``n_context``) predicts one chunk."""
-    cfg = model.config
-    if is_window_model(model):
-        return n_context, min(n_future, getattr(cfg, "n_out", n_future))
-    return min(n_context, 2), 1
-
-
 def _timings(model, candidates, kind, shape, use_cache: bool) -> tuple[dict[str, float], dict[str, Any], str]:
     from framecast.config import to_dict
 
-    nc, nf = _probe_frames(model, shape["n_context"], shape["n_future"])
+    nc, nf = probing.probe_frames(model, shape["n_context"], shape["n_future"])
     size = shape.get("image_size") or getattr(model.config, "image_size", 64)
     key = {
         "version": PROBE_VERSION,
@@ -337,7 +315,7 @@ def _timings(model, candidates, kind, shape, use_cache: bool) -> tuple[dict[str,
         "batch": shape["batch"],
         "frames": [nc, nf],
         "image_size": size,
-        "candidates": [_key(p, cl) for p, cl in candidates],
+        "candidates": [probing.key(p, cl) for p, cl in candidates],
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
     path = cache_dir() / "precision" / f"{digest}.json"
@@ -363,154 +341,13 @@ def _timings(model, candidates, kind, shape, use_cache: bool) -> tuple[dict[str,
 
 
 def _run_probe(model, candidates, kind, batch, nc, nf, size) -> tuple[dict[str, float], dict[str, Any]]:
-    from framecast.speed import precision as me  # tests replace probe_steps on the module
-
     t0 = time.perf_counter()
-    times, info = me.probe_steps(model, candidates, kind=kind, batch=batch, n_context=nc, n_future=nf, image_size=size)
+    times, info = probing.probe_steps(
+        model, candidates, kind=kind, batch=batch, n_context=nc, n_future=nf, image_size=size
+    )
     malloc_trim()  # what the probe's steps left on the heap goes back (official PredRNN-V2: ~0.5 GiB)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     return {k: float(v) for k, v in times.items()}, info
-
-
-def probe_steps(
-    model: nn.Module,
-    candidates: list[tuple[str, bool]],
-    *,
-    kind: str = "train",
-    batch: int = 8,
-    n_context: int = 2,
-    n_future: int = 1,
-    image_size: int | tuple[int, int] = 64,
-    seconds: float | None = None,
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Seconds per step of ``model`` in each (precision, channels_last) candidate: the fastest
-    of up to ``MAX_ROUNDS`` interleaved rounds after a warm-up round, within ``seconds``.
-
-    The probe runs at the run's batch where a step is cheap enough (``probe_batch``): bf16's
-    per-call overheads dominate at batch 1, where it can look 2-4x slower than it is at batch
-    16. The model itself is left untouched (the probe times copies) and so is the global RNG.
-    """
-    start, busy0 = time.perf_counter(), _cpu_busy()
-    copies = {cl: _copy(model, cl) for cl in sorted({cl for _, cl in candidates})}
-    if is_window_model(model):
-        # No shorter clip has a window model's per-frame work, and its bf16 gain shows only near
-        # the run's batch (SimVP gSTA, cpu size, one AMX Xeon: 1.06x fp32 at batch 3, 1.3x at 16),
-        # so its probe affords a warm-up and one round under HARD_SECONDS, more up to WINDOW_SECONDS.
-        seconds, per_step = seconds or WINDOW_SECONDS, HARD_SECONDS / (2 * len(candidates))
-    else:
-        seconds = seconds or PROBE_SECONDS
-        per_step = seconds / (4 * len(candidates))  # a warm-up and three timed rounds should fit
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        b = probe_batch(copies[candidates[0][1]], kind, batch, n_context, n_future, image_size, per_step)
-        steps = {c: _step(copies[c[1]], c[0], kind, b, n_context, n_future, image_size) for c in candidates}
-        first = next(iter(steps))
-        warm = {first: _timed(steps[first])}  # oneDNN builds its kernels on the first call
-        if b > 1 and warm[first] > 2 * per_step:  # slower than the FLOPs said: a smaller batch
-            b = max(1, int(b * per_step / warm[first]))
-            steps = {c: _step(copies[c[1]], c[0], kind, b, n_context, n_future, image_size) for c in candidates}
-            warm = {first: _timed(steps[first])}
-        warm.update({c: _timed(fn) for c, fn in steps.items() if c != first})
-        best = dict(warm)  # used as they are only if no timed round fits under HARD_SECONDS
-        rounds, round_s = 0, sum(warm.values())  # a warm-up round bounds the next round's cost
-        while rounds < MAX_ROUNDS and time.perf_counter() - start + round_s <= (
-            HARD_SECONDS if rounds == 0 else seconds
-        ):
-            if rounds == 0:
-                best = {c: float("inf") for c in candidates}
-            round_s = 0.0
-            for c, fn in steps.items():
-                t = time.perf_counter()
-                fn()
-                dt = time.perf_counter() - t
-                best[c] = min(best[c], dt)
-                round_s += dt
-            rounds += 1
-    times = {_key(p, cl): t for (p, cl), t in best.items()}
-    info = {"batch": b, "frames": [n_context, n_future], "rounds": rounds, "kind": kind}
-    others = _others_share(busy0, time.perf_counter() - start)
-    if others is not None:
-        # the share of the machine's CPU time that other processes took meanwhile: they skew every
-        # figure, so such a probe is used but not cached
-        info["others_cpu_share"] = round(others, 3)
-    return times, info
-
-
-def _cpu_busy() -> tuple[float, float] | None:
-    """(seconds every CPU of the machine was busy, seconds this process ran) so far (Linux)."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK"), time.process_time()
-
-
-def _others_share(before: tuple[float, float] | None, wall: float) -> float | None:
-    after = _cpu_busy()
-    if before is None or after is None or wall <= 0:
-        return None
-    others = (after[0] - before[0]) - (after[1] - before[1])
-    return max(0.0, others / (wall * (os.cpu_count() or 1)))
-
-
-def probe_batch(model: nn.Module, kind: str, batch: int, nc: int, nf: int, size, per_step: float) -> int:
-    """The largest batch (up to the run's) whose step should take ``per_step`` seconds, from the
-    step's FLOPs (counted at batch 1) at a conservative ``ASSUMED_FLOP_RATE``: a 4 x 128 PredRNN
-    is probed at batch 1, a CPU-size model at the run's batch (``probe_steps`` shrinks it if the
-    first step is slower than that)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    fwd = _step(model, FP32, "infer", 1, nc, nf, size)
-    with FlopCounterMode(display=False) as fc:
-        fwd()
-    flops = fc.get_total_flops() * (3 if kind == "train" else 1)  # backward ~ 2x forward
-    return max(1, min(batch, int(per_step * ASSUMED_FLOP_RATE / max(flops, 1))))
-
-
-def _copy(model: nn.Module, channels_last: bool) -> nn.Module:
-    m = copy.deepcopy(model)
-    m.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    return m
-
-
-def _timed(fn: Callable[[], None]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def _step(model: nn.Module, precision: str, kind: str, b: int, nc: int, nf: int, size: int) -> Callable[[], None]:
-    channels = getattr(model.config, "channels", 1)
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))  # square or (H, W)
-    clip = torch.rand(b, nc + nf, channels, h, w)
-    ctx, fut = clip[:, :nc], clip[:, nc:]
-    bf16 = precision == BF16
-
-    if kind == "infer":
-        model.eval()
-
-        def infer() -> None:
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                model(ctx, nf)
-
-        return infer
-
-    model.train()
-    mask = torch.ones(b, nc + nf - 2) if getattr(model, "uses_mask", False) else None
-    opt = torch.optim.Adam(model.parameters(), lr=1e-8)
-
-    def train() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(ctx, nf, future=fut, mask=mask)
-            loss = F.mse_loss(out.frames.float(), clip[:, -out.frames.shape[1] :])
-            loss = loss + sum(out.losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return train
 
 
 def static_precision(precision: str, accelerator: str = "auto") -> str:

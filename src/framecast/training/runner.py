@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 
+from framecast import speed
 from framecast.checkpoint import Resume, SafeCheckpointIO, resume_checkpoint
 from framecast.config import DataConfig, RunConfig, config_changes, save_yaml, to_dict
 from framecast.data import FrameDataModule
@@ -26,9 +27,7 @@ from framecast.io import atomic_write_text, run_folder_lock
 from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
 from framecast.resolve import ResolvedRun, resolve_data, resolve_run
-from framecast.speed.memory import ActivationArena, fix_mmap_threshold
-from framecast.speed.precision import AUTO, static_precision
-from framecast.speed.precision import resolve as resolve_precision
+from framecast.speed import AUTO, resolve_precision, static_precision
 from framecast.training.progress import PlainProgress, draws_on_a_terminal
 from framecast.training.run_logs import run_loggers
 from framecast.training.task import FrameTask, is_trainable
@@ -81,7 +80,7 @@ def make_task(run: ResolvedRun | RunConfig) -> FrameTask:
     task = FrameTask(run.model_name, run.model, cfg.data.n_context, cfg.data.n_future, cfg.train)
     if cfg.trainer.channels_last is True:
         task.model.to(memory_format=torch.channels_last)
-    task.arena = ActivationArena() if cfg.trainer.activation_arena else None
+    task.arena = speed.activation_arena(cfg.trainer)  # None: off, or not on a CPU
     return task
 
 
@@ -222,7 +221,7 @@ def fit(cfg: RunConfig | ResolvedRun, resume: bool = True, callbacks: list[Callb
     out = Path(cfg.out_dir)
     if not is_trainable(cfg.model_name):
         raise FramecastError(f"model '{cfg.model_name}' has no parameters to train; use `framecast test` on it")
-    fix_mmap_threshold()  # with FRAMECAST_MALLOC=fixed: a step's peak memory stays its own (memory.py)
+    speed.tune_malloc(cfg.trainer)  # trainer.malloc: fixed: a step's peak memory stays its own (speed/malloc.py)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     task = make_task(run)
     data = FrameDataModule(cfg.data)

@@ -14,12 +14,12 @@ import torchmetrics
 from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
+from framecast import speed
 from framecast.config import TrainConfig, build_dataclass, to_dict
 from framecast.errors import FramecastError
 from framecast.evaluation.robustness import corrupt_context
 from framecast.evaluation.scores import ArrayMetrics, FrameMetrics
 from framecast.registry import create_model, get_entry
-from framecast.speed.memory import ActivationArena, saving_if_worthwhile
 from framecast.training.schedules import (
     onecycle_lr,
     reverse_sampling_probs,
@@ -86,8 +86,8 @@ class FrameTask(L.LightningModule):
         self.value_range: tuple[float, float] | None = (0.0, 1.0)
         self.array_meta: dict[str, Any] | None = None
         # trainer.activation_arena: the tensors a training forward pass saves for the backward
-        # pass go into large blocks (memory.ActivationArena); set by runner.make_task.
-        self.arena: ActivationArena | None = None
+        # pass go into large blocks (framecast.speed's arena); set by runner.make_task.
+        self.arena: speed.ActivationArena | None = None
 
     def use_array_data(self, meta: dict[str, Any] | None) -> None:
         """Train and score on gridded arrays (``ArrayWindows.meta``: channels, normalisation,
@@ -139,8 +139,7 @@ class FrameTask(L.LightningModule):
         """Frame MSE (+ optional L1 and BCE) over every frame the model predicts, plus the model's own
         terms; ``valid`` (the clip's shape, bool): only those values count (masked NaNs)."""
         context, future = clip[:, : self.n_context], clip[:, self.n_context :]
-        on_cpu = clip.device.type == "cpu"  # the arena keeps CPU tensors; elsewhere its hooks only cost
-        with saving_if_worthwhile(self.arena if on_cpu else None):
+        with speed.saving(self.arena, clip.device):  # the arena keeps CPU tensors; elsewhere nothing
             out = self.model(context, self.n_future, future=future, mask=mask)
         target = clip[:, -out.frames.shape[1] :]
         pred = out.frames.float()
@@ -298,8 +297,7 @@ class FrameTask(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints and logging
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.arena is not None:  # between steps its blocks are idle: not held while the checkpoint is written
-            self.arena.release_idle()
+        speed.release_idle(self.arena)  # between steps its blocks are idle: not held while the checkpoint is written
         checkpoint["framecast"] = {
             "format": CHECKPOINT_FORMAT,
             "model": self.hparams.model_name,
@@ -315,8 +313,7 @@ class FrameTask(L.LightningModule):
             checkpoint["framecast"]["processes"] = self._trainer.world_size if self._trainer is not None else 1
 
     def on_train_end(self) -> None:
-        if self.arena is not None:  # testing and validation after fit save nothing for a backward pass
-            self.arena.release_idle()
+        speed.release_idle(self.arena)  # testing and validation after fit save nothing for a backward pass
 
     def _check_batch(self, batch: Tensor) -> None:
         want = self.n_context + self.n_future

@@ -4,7 +4,8 @@ torch threads, torch and oneDNN versions (and the precision and layout a run use
 Every benchmark output and comparison report records ``machine_profile()``: a speed figure
 means nothing without it, because the same code runs bf16 at 0.6x fp32 on one 2-core CPU and
 at 1.6-4x on another. ``profile_key`` is the part that decides which precision is fastest; the
-precision probe (``framecast.speed.precision``) caches its measurements under it.
+precision probe (``framecast.speed``) caches its measurements under it. A description only: it
+changes nothing on the machine, and reports (``framecast.evaluation.compare``) read it too.
 """
 
 import functools
@@ -17,11 +18,19 @@ from typing import Any
 
 import torch
 
-from framecast.speed import memory
-
 # The CPU flags that decide what bf16 costs: AMX tiles (Sapphire Rapids and later) run bf16
 # matrix products several times faster than fp32; AVX512-BF16 alone may not beat fp32.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+_allocator: str | None = None
+
+
+def note_allocator(description: str | None) -> None:
+    """Record how the C library's allocator was tuned in this process (``framecast.speed``'s
+    malloc tuning calls it), so every figure says so."""
+    global _allocator
+    _allocator = description
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,7 +92,7 @@ def machine_profile(precision: str | None = None, layout: str | None = None) -> 
         "onednn": onednn_version(),
         "cpu_capability": _cpu_capability(),
         "gpu": gpu_name(),
-        "allocator": memory.applied() or "C library default",  # memory.fix_mmap_threshold
+        "allocator": _allocator or "C library default",  # framecast.speed's malloc tuning, if applied
     }
     if precision is not None:
         prof["precision"] = precision

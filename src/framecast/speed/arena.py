@@ -1,45 +1,18 @@
-"""Memory of training: the activation arena (on by default) and glibc's mmap threshold (opt-in).
+"""The activation arena: the tensors a training step saves for its backward pass, kept in large
+blocks outside the heap (on by default where it pays; ``trainer.activation_arena: false`` turns
+it off).
 
-A recurrent model's training step allocates a few thousand activation tensors of one size (e.g.
-2 MiB: batch 16 x 128 channels x 16 x 16 in fp32), keeps them for the backward pass and frees
-them all. glibc's malloc serves a block above its mmap threshold with ``mmap`` and gives it back
-on free, but it raises the threshold to the size of each mmapped block freed (its "dynamic
-threshold", up to 32 MiB). After the first activations every one therefore comes from the heap,
-where freed blocks sit between live ones and small objects pin the holes: the resident set of
-the official 4 x 128 PredRNN peaks at 4.7 GiB (fp32, batch 16; PredRNN-V2 4.9), though what is
-alive never exceeds ~3.2 GiB.
-
-``fix_mmap_threshold`` sets ``M_MMAP_THRESHOLD`` to a fixed 1 MiB with ``mallopt`` (which turns
-the dynamic threshold off): blocks at least that large are always mmapped and returned on free;
-and ``M_TRIM_THRESHOLD`` to 256 MiB, since a fixed mmap threshold also pins the trim threshold at
-128 KiB, and trimming the heap's top after every free made small models' steps slower. Results
-are bit for bit the same (the allocator does not change what is computed).
-
-It is opt-in (``FRAMECAST_MALLOC=fixed``; ``framecast fit`` applies it then), because what it
-costs depends on the model. Measured here (``benchmarks/memory.py``, ``benchmarks/speed.py``):
-official 4 x 128 PredRNN, fp32, batch 16, three steps: peak 3.16 GiB, PredRNN-V2 3.46 GiB
-(6.80 / 6.90 with glibc's default in that run, which kept each step's output alive through the
-next step); a step takes 12% / 26% longer (44.8 -> 50.2 s, 47.1 -> 59.4 s, medians: the page faults
-of fresh mmapped pages); at
-the cpu sizes of the RNNs (activations below 1 MiB) peak and step time unchanged within noise;
-but SimVP / TAU at their cpu sizes, whose full-resolution activations of every frame are tens
-of MiB, ran much slower (gSTA inference 44 -> 25 samples/s), since glibc's default keeps such
-blocks on the heap for reuse once its threshold has risen. A fixed 2.1 or 4 MiB threshold kept
-the 4.7 GiB peak. By hand: ``MALLOC_MMAP_THRESHOLD_=1048576 MALLOC_TRIM_THRESHOLD_=268435456`` in the
-environment. Other C libraries (macOS, musl) are left alone.
-
-``ActivationArena`` (on by default in training, ``trainer.activation_arena``) attacks the same
-growth from the other side without the page faults: with saved-tensor hooks
-(``torch.autograd.graph.saved_tensors_hooks``) it copies every activation the backward pass will
+A recurrent model's training step allocates a few thousand activations of one size, keeps them
+for the backward pass and frees them all; glibc's heap grows well past what is alive, since the
+holes the freed activations leave are pinned by small objects (``framecast.speed.malloc``).
+``ActivationArena`` attacks that growth without the page faults of a fixed mmap threshold:
+with saved-tensor hooks (``torch.autograd.graph.saved_tensors_hooks``) it copies every activation the backward pass will
 need (at least 1 MiB, on the CPU) into a few 64 MiB blocks that live across steps and are
 reused once no saved tensor points into them. The heap then holds only short-lived temporaries
 and the interpreter's small objects, so freed activations no longer leave holes that those
-objects pin. Where a first pass fills less than one block (small models), the arena steps aside:
-its hooks cost a few per cent there and the heap does as well. Official PredRNN, fp32, batch 16, glibc's default: peak 4.69 -> 3.46 GiB,
-PredRNN-V2 4.95 -> 3.93 GiB; the same loss bit for bit; step time unchanged within this
-machine's noise (``benchmarks/memory.py``; the README has the figures).
+objects pin.
 
-Two refinements took those peaks lower still (the same results bit for bit). The arena gives a
+Two refinements lower the peak further (the same results bit for bit). The arena gives a
 block back to the system during the backward pass once it has freed what the block held
 (``release``; looked for every 32 unpacks, the last ones before the next pass or checkpoint), so
 the backward pass's own gradient temporaries no longer come on top of a full arena; the next
@@ -47,13 +20,21 @@ forward pass faults in fresh blocks (~0.3 s per 2 GiB here, about 1% of an offic
 model may mark a tensor ``recomputable`` from others the step keeps anyway: PredRNN's [c', m']
 and PredRNN-V2's increments i * g, i' * g', so a PredRNN or PredRNN-V2 cell step keeps 11
 (B, nh, H, W) tensors instead of 13 / 15.
+
+Gain and cost, measured (``benchmarks/memory.py --models predrnn,predrnn_v2 --modes
+default,arena --steps 3``, ``benchmarks/results/memory-train-official-fp32-pt2.14-cpu-xeon-amx.json``,
+the AMX Xeon): official 4 x 128 PredRNN, fp32, batch 16, peak 4.89 -> 2.95 GiB (40% less),
+PredRNN-V2 5.18 -> 2.99 GiB (42% less); the same losses bit for bit; step time within that
+machine's noise (PredRNN 28.6-31.3 s without, 31.3-32.6 s with). A pass there copies 1.6 GiB.
+At the cpu sizes no saving of 25% was measured, and with the hooks on every step ConvLSTM's and
+PredRNN's steps measured 2-5% slower. So the arena engages only where its first pass copies at
+least ``ENGAGE_BYTES`` (1 GiB: the official sizes, large activations) and steps aside from the
+second pass on elsewhere. It relies on private torch calls (``torch._C._storage_Use_Count``,
+``torch._C._autograd._top_saved_tensors_default_hooks``): without them, and on a GPU, it steps
+aside silently (``framecast.speed.support``). Off: ``trainer.activation_arena: false``.
 """
 
 import contextlib
-import ctypes
-import ctypes.util
-import os
-import sys
 import weakref
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
@@ -61,42 +42,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
-DEFAULT_THRESHOLD = 1 << 20  # 1 MiB: activations above it are mmapped; small tensors stay on the heap
-TRIM_THRESHOLD = 256 << 20  # free memory the heap's top may keep before it is given back
-
-_applied: str | None = None
-
-
-def fix_mmap_threshold(threshold: int = DEFAULT_THRESHOLD, force: bool = False) -> str | None:
-    """Fix glibc's mmap threshold at ``threshold`` bytes (once per process) when
-    ``FRAMECAST_MALLOC=fixed`` is set, or ``force``; returns what was done, or None where it does
-    not apply (not asked for, or not glibc)."""
-    global _applied
-    if _applied is not None:
-        return _applied
-    if not (force or os.environ.get("FRAMECAST_MALLOC", "default") == "fixed") or not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = _libc()
-        mallopt, version = libc.mallopt, libc.gnu_get_libc_version  # glibc only
-    except (OSError, AttributeError):
-        return None
-    version.restype = ctypes.c_char_p
-    if mallopt(M_MMAP_THRESHOLD, int(threshold)) != 1 or mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
-        return None
-    _applied = f"glibc {version().decode()} mmap threshold fixed at {threshold // 1024} KiB"
-    return _applied
-
-
-def applied() -> str | None:
-    """What ``fix_mmap_threshold`` did in this process, if anything."""
-    return _applied
-
-
-# --------------------------------------------------------------------------- the activation arena
+from framecast.layers import saved
+from framecast.speed import support
+from framecast.speed.malloc import malloc_trim
 
 _use_count = getattr(torch._C, "_storage_Use_Count", None)  # how many tensors share a storage (private API)
+ENGAGE_BYTES = 1 << 30  # a first pass that copies less: the arena steps aside (see the module docstring)
 
 
 class ActivationArena:
@@ -135,17 +86,19 @@ class ActivationArena:
         min_bytes: int = 1 << 20,
         trim_below: int = 4 << 20,
         release: bool = True,
+        engage_bytes: int = ENGAGE_BYTES,
     ) -> None:
         self.block_bytes, self.min_bytes, self.trim_below = block_bytes, min_bytes, trim_below
+        self.engage_bytes = engage_bytes
         self.release = release
         self._unpacks = 0  # unpacks since idle blocks were last looked for
         self.released = 0  # blocks given back so far
         self._block_copies = self._block_bytes = 0  # what the current block holds
         self.trims = 0  # malloc_trim calls so far
         self._pass_bytes = 0  # copied in the current pass
-        # whether the passes copy enough to matter: after a first pass that fills less than one
-        # block, the heap holds the activations as well as the arena would, and callers skip the
-        # hooks' per-tensor cost (``saving_if_worthwhile``)
+        # whether the passes copy enough to matter: after a first pass that copies less than
+        # ``engage_bytes``, the arena steps aside (``saving_if_worthwhile``): no measured saving
+        # of 25% below that, and the hooks cost a few per cent
         self.worthwhile = True
         self.blocks: list[tuple[Tensor, int]] = []  # (uint8 block, its storage's use count when free)
         self._current: Tensor | None = None
@@ -157,8 +110,8 @@ class ActivationArena:
 
     @staticmethod
     def available() -> bool:
-        """Whether this torch tells how many tensors share a storage (needed to reuse blocks)."""
-        return _use_count is not None
+        """Whether this torch has the private calls the arena needs (``support.has_arena_calls``)."""
+        return support.has_arena_calls()
 
     @property
     def pass_bytes(self) -> int:
@@ -236,7 +189,7 @@ class ActivationArena:
                 yield self
         finally:
             if first:
-                self.worthwhile = self._pass_bytes >= self.block_bytes
+                self.worthwhile = self._pass_bytes >= self.engage_bytes
             self._seen.clear()
             self._recipes.clear()
             self._current = None  # the next pass starts a free block: nothing of this one is overwritten
@@ -281,46 +234,27 @@ class _Recompute(NamedTuple):
 _top_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)  # private API
 
 
-def recomputable(out: Tensor, fn: Callable[..., Tensor], *inputs: Tensor) -> Tensor:
-    """Returns ``out``, which the caller promises equals ``fn(*inputs)`` bit for bit (a
-    concatenation, a product). Inside an ``ActivationArena.saving()`` whose hooks are the
-    innermost, wherever autograd saves ``out`` for the backward pass the arena keeps ``inputs``
-    instead, and the backward pass remakes ``out`` from them: worth it when the inputs are saved
-    anyway by other operations (each is copied once, when ``out`` is marked) and ``fn`` is cheap.
-    If ``out`` is changed in place afterwards it is copied as usual; the inputs must not be
-    changed in place (a small or strided input is kept as it is, not copied). PredRNN's cell saves
-    the concatenation [c', m'] for its two output convolutions, and c', m' for the next step: 2 of
-    its 13 (B, nh, H, W) tensors per cell step are saved twice; PredRNN-V2's decoupling term saves
-    i * g and i' * g', whose factors the products save already. The graph is unchanged, so losses
-    and gradients are the same bit for bit. Elsewhere (no arena, inference, inside
-    ``torch.utils.checkpoint``, which recomputes everything anyway) nothing is done."""
+def _keep(out: Tensor, fn: Callable[..., Tensor], inputs: tuple) -> None:
+    """The arena's side of ``framecast.layers.saved.recomputable``: inside an
+    ``ActivationArena.saving()`` whose hooks are the innermost, wherever autograd saves ``out``
+    for the backward pass the arena keeps ``inputs`` instead, and the backward pass remakes
+    ``out`` from them: worth it when the inputs are saved anyway by other operations (each is
+    copied once, when ``out`` is marked) and ``fn`` is cheap. If ``out`` is changed in place
+    afterwards it is copied as usual (a small or strided input is kept as it is, not copied).
+    PredRNN's cell saves the concatenation [c', m'] for its two output convolutions, and c', m'
+    for the next step: 2 of its 13 (B, nh, H, W) tensors per cell step are saved twice;
+    PredRNN-V2's decoupling term saves i * g and i' * g', whose factors the products save
+    already. Elsewhere (no arena, inference, inside ``torch.utils.checkpoint``, which recomputes
+    everything anyway) nothing is done."""
     if _top_hooks is None or not torch.is_grad_enabled():
-        return out
+        return
     top = _top_hooks(False)
     arena = getattr(top[0], "__self__", None) if top is not None else None
     if isinstance(arena, ActivationArena):
         arena.note_recipe(out, fn, inputs)
-    return out
 
 
-def _libc() -> ctypes.CDLL:
-    """The C library (raises OSError where there is none to load)."""
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-
-
-_libc_trim = None
-
-
-def malloc_trim() -> None:
-    """glibc's ``malloc_trim(0)``: free heap pages given back to the system (elsewhere: nothing)."""
-    global _libc_trim
-    if _libc_trim is None:
-        try:
-            _libc_trim = _libc().malloc_trim
-        except (OSError, AttributeError):
-            _libc_trim = False
-    if _libc_trim:
-        _libc_trim(0)
+saved.set_keeper(_keep)  # the arena is what acts on a model's recomputable tensors
 
 
 def saving_if_worthwhile(arena: ActivationArena | None) -> contextlib.AbstractContextManager:
