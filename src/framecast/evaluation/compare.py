@@ -93,8 +93,8 @@ def build_compare_config(values: dict[str, Any]) -> CompareConfig:
     cfg = build_dataclass(CompareConfig, values)
     if not cfg.models:
         raise ConfigError("models: name at least one model to compare (see `framecast models`)")
-    for label in cfg.models:
-        run_config(cfg, label)  # validates names and keys before any training
+    for label in cfg.models:  # a bad model name or key fails as the config is read, before any training
+        resolve_model_config(run_config(cfg, label))
     for name in cfg.baselines:
         get_entry(name)
     return cfg
@@ -113,7 +113,6 @@ def run_config(cfg: CompareConfig, label: str) -> RunConfig:
         out_dir=str(Path(cfg.out_dir) / "runs" / label),
     )
     get_entry(name)
-    resolve_model_config(run)  # a bad model key fails as the config is read, before any training
     return run
 
 

@@ -33,18 +33,6 @@ def _pysteps():
     return detcatscores, spatialscores
 
 
-def score_names(channels: list[str], thresholds: list[float], scales: list[int]) -> list[str]:
-    """``csi_<thr>``, ``pod_<thr>``, ``far_<thr>`` and ``fss_<thr>_<scale>`` (``/<channel>`` after
-    each where there are several channels)."""
-    suffixes = [""] if len(channels) == 1 else [f"/{c}" for c in channels]
-    out = []
-    for s in suffixes:
-        for t in thresholds:
-            out += [f"{k}_{t:g}{s}" for k in ("csi", "pod", "far")]
-            out += [f"fss_{t:g}_{n}{s}" for n in scales]
-    return out
-
-
 class Verification:
     """Accumulates the contingency tables and FSS sums of every (threshold, scale, channel,
     horizon step) over a test pass. ``sums``: one float64 tensor, summed across processes by
@@ -78,27 +66,22 @@ class Verification:
 
     def compute(self, sums: Tensor) -> dict[str, Tensor]:
         """name -> (n_future,) scores (NaN where a score is undefined: no event forecast or seen)."""
-        names = iter(score_names(self.channels, self.thresholds, self.scales))
-        out: dict[str, Tensor] = {}
         suffixes = [""] if len(self.channels) == 1 else [f"/{c}" for c in self.channels]
         by_name: dict[str, list[float]] = {}
         for ch, suffix in enumerate(suffixes):
             for i, thr in enumerate(self.thresholds):
                 for step in range(self.n_future):
                     row = sums[i, ch, step].tolist()
-                    table = {"hits": row[0], "misses": row[1], "false_alarms": row[2], "correct_negatives": row[3]}
+                    table = dict(zip(CONTINGENCY, row[:4], strict=True))
                     cat = self.detcat.det_cat_fct_compute(table, scores=["CSI", "POD", "FAR"])
                     for k in ("csi", "pod", "far"):
                         by_name.setdefault(f"{k}_{thr:g}{suffix}", []).append(float(cat[k.upper()]))
                     for j, scale in enumerate(self.scales):
-                        a, bb, cc = row[4 + 3 * j : 7 + 3 * j]
-                        acc = {"sum_fct_sq": a, "sum_fct_obs": bb, "sum_obs_sq": cc}
+                        acc = dict(zip(FSS_SUMS, row[4 + 3 * j : 7 + 3 * j], strict=True))
                         by_name.setdefault(f"fss_{thr:g}_{scale}{suffix}", []).append(
                             float(self.spatial.fss_compute(acc))
                         )
-        for name in names:
-            out[name] = torch.tensor(by_name[name], dtype=torch.float64)
-        return out
+        return {name: torch.tensor(values, dtype=torch.float64) for name, values in by_name.items()}
 
     def describe(self) -> dict[str, str]:
         """What the scores are, with their thresholds and scales, for metrics.json."""
