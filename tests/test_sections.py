@@ -73,9 +73,9 @@ def test_a_generalization_shape_the_model_cannot_take_is_refused_in_one_line(tin
 
 
 def test_bad_section_settings_are_one_line(tiny_overrides, tmp_path):
-    with pytest.raises(ConfigError, match="'blur:0.1' is not KIND:RATE"):
+    with pytest.raises(ConfigError, match="unknown corruption 'blur'; choose from drop, duplicate, noise"):
         build_compare_config(values(tiny_overrides, tmp_path, robustness=["blur:0.1"]))
-    with pytest.raises(ConfigError, match="the rate of 'drop:2' must be in"):
+    with pytest.raises(ConfigError, match=r"a drop rate is a probability in \[0, 1\], got 2"):
         build_compare_config(values(tiny_overrides, tmp_path, robustness=["drop:2"]))
 
 
@@ -90,7 +90,7 @@ def test_framecast_test_scores_the_corrupted_context_beside_the_clean(tmp_path, 
     assert saved["robustness"]["noise 0.2"]["mean"]["mse"] > saved["mean"]["mse"]  # noise on the repeated frame
     assert "context noise 0.2 (seed 0)" in capsys.readouterr().out
     assert main([*args[:-4], "--robustness", "blur:1"]) == 2  # one line, exit 2
-    assert "'blur:1' is not KIND:RATE" in capsys.readouterr().err
+    assert "unknown corruption 'blur'" in capsys.readouterr().err
 
 
 def test_seeds_train_each_model_again_and_report_mean_and_spread(tiny_overrides, tmp_path):
@@ -111,3 +111,18 @@ def test_seeds_train_each_model_again_and_report_mean_and_spread(tiny_overrides,
     lines = []
     compare(build_compare_config(values(tiny_overrides, tmp_path, seeds=3)), log=lines.append)
     assert sum("training" in line for line in lines) == 1, lines
+
+
+def test_a_comparison_checks_model_keys_against_the_arrays_shape(tmp_path):
+    """Gridded arrays: channels and frame size come from the file, so a model key that states
+    them agrees with the data once it is read (at the entry), not with the defaults."""
+    import numpy as np
+
+    from tests.test_array import series
+
+    np.save(tmp_path / "s.npy", series(60, 2, 8, 8))
+    data = {"name": "array", "path": str(tmp_path / "s.npy"), "n_context": 3, "n_future": 2}
+    cfg = build_compare_config({"models": {"convlstm": {"channels": 2, "image_size": 8}}, "data": data})
+    assert (cfg.data.channels, cfg.data.image_size) == (2, 8)
+    with pytest.raises(ConfigError, match="model.channels=3 disagrees with data.channels=2"):
+        build_compare_config({"models": {"convlstm": {"channels": 3}}, "data": data})

@@ -133,9 +133,12 @@ class DataConfig:
             not (self.thresholds or self.fss_scales) or self.name in self.ARRAYS,
             "data.thresholds and data.fss_scales score gridded arrays (data.name: array, taxibj or weatherbench)",
         )
-        require(not self.fss_scales or bool(self.thresholds), "data.fss_scales needs data.thresholds: FSS is of an event")
         require(
-            all(s >= 1 for s in self.fss_scales or []), f"data.fss_scales are grid cells, at least 1, got {self.fss_scales}"
+            not self.fss_scales or bool(self.thresholds), "data.fss_scales needs data.thresholds: FSS is of an event"
+        )
+        require(
+            all(s >= 1 for s in self.fss_scales or []),
+            f"data.fss_scales are grid cells, at least 1, got {self.fss_scales}",
         )
         require_choice("data.crop", self.crop, ("center", "none"))
         require_choice("data.protocol", self.protocol, ("official", "study"))

@@ -275,9 +275,9 @@ def run_folder_lock(folder: str | Path) -> Iterator[None]:
                     f"{folder} is in use by another framecast process ({_holder(folder)}); "
                     f"wait for it or pick another --out_dir"
                 ) from None
-            except OSError as e:
+            except (OSError, NotImplementedError) as e:  # filelock 3.x: NotImplementedError without flock
                 raise FramecastError(
-                    f"cannot lock {folder / LOCK_NAME} ({e.strerror or e}); pick an --out_dir on a "
+                    f"cannot lock {folder / LOCK_NAME} ({getattr(e, 'strerror', None) or e}); pick an --out_dir on a "
                     f"file system that takes locks and that you can write to"
                 ) from None
             _held[key] = entry = [lock, 1]

@@ -139,7 +139,7 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast.evaluation.compare import make_lpips
 
     lpips = None if cfg.data.is_array else make_lpips(args.lpips, lambda m: print(m, file=sys.stderr))  # images only
-    from framecast.evaluation.sections import parse_corruptions
+    from framecast.evaluation.robustness import parse_corruptions
 
     corruptions = parse_corruptions(args.robustness)  # a bad item fails before any scoring
     res = test_model(model, run, lpips=lpips)

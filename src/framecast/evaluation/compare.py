@@ -37,7 +37,8 @@ from framecast.config import (
 from framecast.data import build_datasets
 from framecast.errors import FramecastError
 from framecast.evaluation.report import write_outputs
-from framecast.evaluation.sections import parse_corruptions, score_sections, sections_of
+from framecast.evaluation.robustness import parse_corruptions
+from framecast.evaluation.sections import score_sections, sections_of
 from framecast.evaluation.seeds import combine_seeds, seed_runs
 from framecast.io import atomic_write_text, run_folder_lock
 from framecast.layers import as_hw
@@ -91,6 +92,8 @@ def build_compare_config(values: dict[str, Any]) -> CompareConfig:
     if models is not None:
         values["models"] = {k: (v or {}) for k, v in models.items()}
     cfg = build_dataclass(CompareConfig, values)
+    # the data's shape (gridded arrays: read from the files), so model keys are checked against it
+    cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))
     if not cfg.models:
         raise ConfigError("models: name at least one model to compare (see `framecast models`)")
     for label in cfg.models:  # a bad model name or key fails as the config is read, before any training
@@ -216,7 +219,7 @@ def compare(cfg: CompareConfig, log=print) -> dict[str, Any]:
 
 def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)  # DDP ranks other than 0 take no lock, which makes it
+    out.mkdir(parents=True, exist_ok=True)  # DDP ranks other than 0 take no lock and may come first
     data = build_datasets(cfg.data)
     test_clips = torch.stack(
         [data["test"][i] for i in range(min(len(data["test"]), max(cfg.n_examples, cfg.speed_batch)))]

@@ -23,6 +23,32 @@ from framecast.errors import ConfigError
 KINDS = ("drop", "duplicate", "noise")
 
 
+def check_corruption(kind: str, rate: float) -> None:
+    """Refuse, in one line, a corruption that is not one of ``KINDS`` or a rate it cannot take."""
+    if kind not in KINDS:
+        raise ConfigError(f"robustness: unknown corruption '{kind}'; choose from {', '.join(KINDS)}")
+    if kind != "noise" and not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"robustness: a {kind} rate is a probability in [0, 1], got {rate:g}")
+    if kind == "noise" and rate < 0:
+        raise ConfigError(f"robustness: the noise's standard deviation must not be negative, got {rate:g}")
+
+
+def parse_corruptions(items: list[str] | tuple[str, ...]) -> list[tuple[str, float]]:
+    """``["drop:0.2", "noise:0.05"]`` -> ``[("drop", 0.2), ("noise", 0.05)]``, one clear line on a bad item."""
+    out = []
+    for item in items:
+        kind, _, rate = str(item).partition(":")
+        try:
+            value = float(rate)
+        except ValueError:
+            raise ConfigError(
+                f"robustness: '{item}' is not KIND:RATE with KIND one of {', '.join(KINDS)} (e.g. drop:0.2, noise:0.05)"
+            ) from None
+        check_corruption(kind, value)
+        out.append((kind, value))
+    return out
+
+
 def corrupt_context(
     clips: Tensor,
     n_context: int,
@@ -38,12 +64,7 @@ def corrupt_context(
     generator seeded with ``(seed, first_index + i)``, so results do not depend on batching.
     ``value_range``: where noised frames are clipped to (None: not clipped, for arrays).
     """
-    if kind not in KINDS:
-        raise ConfigError(f"robustness: unknown corruption '{kind}'; choose from {', '.join(KINDS)}")
-    if kind != "noise" and not 0.0 <= rate <= 1.0:
-        raise ConfigError(f"robustness: a {kind} rate is a probability in [0, 1], got {rate}")
-    if kind == "noise" and rate < 0:
-        raise ConfigError(f"robustness: the noise's standard deviation must not be negative, got {rate}")
+    check_corruption(kind, rate)
     out = clips.clone()
     for i in range(clips.shape[0]):
         g = torch.Generator().manual_seed(seed * 1_000_003 + first_index + i)

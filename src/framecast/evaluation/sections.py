@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from framecast.config import DataConfig, to_dict
-from framecast.errors import ConfigError, FramecastError
-from framecast.evaluation.robustness import KINDS
+from framecast.errors import FramecastError
+from framecast.evaluation.robustness import parse_corruptions
 from framecast.evaluation.visualize import plot_per_horizon
 from framecast.io import atomic_write_text
 from framecast.resolve import ResolvedRun, resolve_data
@@ -37,25 +37,6 @@ class Section:
     name: str  # shown in the report: "long-term 10 -> 30", "robustness drop 0.2", ...
     data: DataConfig
     corruption: tuple[str, float, int] | None = None
-
-
-def parse_corruptions(items: list[str] | tuple[str, ...]) -> list[tuple[str, float]]:
-    """``["drop:0.2", "noise:0.05"]`` -> ``[("drop", 0.2), ("noise", 0.05)]``, one clear line on a bad item."""
-    out = []
-    for item in items:
-        kind, _, rate = str(item).partition(":")
-        try:
-            value = float(rate)
-        except ValueError:
-            value = None
-        if kind not in KINDS or value is None:
-            raise ConfigError(
-                f"robustness: '{item}' is not KIND:RATE with KIND one of {', '.join(KINDS)} (e.g. drop:0.2, noise:0.05)"
-            )
-        if value < 0 or (kind != "noise" and value > 1):
-            raise ConfigError(f"robustness: the rate of '{item}' must be in [0, 1] (noise: a standard deviation >= 0)")
-        out.append((kind, value))
-    return out
 
 
 def sections_of(cfg: Any) -> list[Section]:

@@ -59,8 +59,9 @@ class Verification:
                     for clip in range(b):
                         f, o = pred[clip, step, ch], target[clip, step, ch]
                         self.detcat.det_cat_fct_accum(table, f, o)
+                        f = np.where(np.isnan(o), np.nan, f)  # masked pixels: no event on either side
                         for acc in fss:
-                            self.spatial.fss_accum(acc, np.where(np.isnan(o), np.nan, f), o)
+                            self.spatial.fss_accum(acc, f, o)
                     row = [float(table[k]) for k in CONTINGENCY] + [float(acc[k]) for acc in fss for k in FSS_SUMS]
                     sums[i, ch, step] += torch.tensor(row, dtype=torch.float64)
 

@@ -78,9 +78,7 @@ def write_forecast(context: Tensor, pred: Tensor, truth: Tensor, out: str | Path
             i = t - len(context)
             left = truth[i] if i < len(truth) else blank
             right, color = pred[i], (220, 0, 0)
-        img = np.concatenate(
-            [to_uint8(left[None])[0], np.full((h, 2, 3), 128, np.uint8), to_uint8(right[None])[0]], 1
-        )
+        img = np.concatenate([to_uint8(left[None])[0], np.full((h, 2, 3), 128, np.uint8), to_uint8(right[None])[0]], 1)
         top = np.zeros((bar, img.shape[1], 3), np.uint8)
         top[:] = color
         tiles.append(np.concatenate([top, img], 0))
