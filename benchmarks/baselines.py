@@ -26,13 +26,13 @@ import time
 
 import numpy as np
 import torch
-from framecast.machine import describe, machine_profile
 
 from framecast.config import DataConfig, RunConfig, TrainConfig, TrainerConfig
 from framecast.data import build_datasets
 from framecast.evaluation import metrics as M
 from framecast.evaluation.report import uncertainty_summary
 from framecast.evaluation.scores import FrameMetrics
+from framecast.machine import describe, machine_profile
 from framecast.registry import create_model
 from framecast.training.runner import clip_statistics, test_model
 

@@ -198,16 +198,21 @@ def models_page() -> str:
 def config_sections() -> list[tuple[str, str, type, str, tuple[str, ...]]]:
     """(heading, description, dataclass, key prefix, keys left out) of every config section,
     in the order ``framecast fit --help`` and ``framecast compare --help`` show them."""
-    from framecast.config import DataConfig, RunConfig, TrainConfig, TrainerConfig
+    from framecast.config import DataConfig, EvaluationConfig, RunConfig, TrainConfig, TrainerConfig
     from framecast.evaluation.compare import CompareConfig
 
     out = [("run", "The run's own keys (top level of a `fit` or `test` config).", RunConfig, "", ("model",))]
-    for section, cls in (("data", DataConfig), ("train", TrainConfig), ("trainer", TrainerConfig)):
+    for section, cls in (
+        ("data", DataConfig),
+        ("train", TrainConfig),
+        ("trainer", TrainerConfig),
+        ("evaluation", EvaluationConfig),
+    ):
         out.append((section, (cls.__doc__ or "").strip(), cls, f"{section}.", ()))
     out.append(
         (
             "comparison",
-            "The top level of a `framecast compare` config; its `data`, `train` and `trainer` sections are the ones "
+            "The top level of a `framecast compare` config; its `data`, `train`, `trainer` and `evaluation` sections are the ones "
             "above, and `models` maps each label to a model's keys.",
             CompareConfig,
             "",

@@ -139,7 +139,10 @@ def test_npy_series_round_trip_through_the_cli(tmp_path, capsys, monkeypatch):
 def test_netcdf_round_trip_keeps_variables_coordinates_and_a_forecast_time_axis(tmp_path, capsys):
     ds = weather_nc(tmp_path / "w.nc")
     cfg = resolve_run(build_run_config(run_values(tmp_path, tmp_path / "w.nc", model={**TINY, "name": "predrnn"})))
-    assert cfg.config.data.channels == 3 and cfg.config.data.image_size == (8, 16)  # t2m and z at two levels, from the file
+    assert cfg.config.data.channels == 3 and cfg.config.data.image_size == (
+        8,
+        16,
+    )  # t2m and z at two levels, from the file
     best = fit(cfg)["best_checkpoint"]
     model = framecast.load_checkpoint(best)
     assert model.checkpoint_meta["array"]["channels"] == ["t2m", "z[level=500]", "z[level=850]"]
@@ -473,5 +476,5 @@ def test_compare_report_on_a_multi_variable_grid(tmp_path):
     assert 2 < blank[per_channel[0]] < 6 and 1.6 < blank[per_channel[1]] / blank[per_channel[0]] < 2.4
     report = (out / "report.md").read_text()
     assert "rmse" in report.lower() and "convlstm" in report
-    assert "RMSE [95% interval]" in report and "they overlap, are not independent" in report  # windows 1 step apart
+    assert "RMSE [95% interval]" in report and "they overlap and are not independent" in report  # windows 1 step apart
     assert (out / "examples.png").is_file() and (out / "examples.gif").is_file()

@@ -8,9 +8,10 @@ import pytest
 import torch
 import yaml
 
+from framecast.changes import RESUME_SAFE_KEYS, config_changes, flatten
 from framecast.checkpoint import read_checkpoint
 from framecast.cli import main
-from framecast.config import RESUME_SAFE_KEYS, RunConfig, config_changes, flatten, to_dict
+from framecast.config import RunConfig, to_dict
 
 
 @pytest.fixture

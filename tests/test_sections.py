@@ -88,7 +88,10 @@ def test_framecast_test_scores_the_corrupted_context_beside_the_clean(tmp_path, 
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["robustness"]["seed"] == 0 and set(saved["robustness"]) == {"seed", "noise 0.2", "drop 0.5"}
     assert saved["robustness"]["noise 0.2"]["mean"]["mse"] > saved["mean"]["mse"]  # noise on the repeated frame
-    assert "context noise 0.2 (seed 0)" in capsys.readouterr().out
+    paired = saved["robustness"]["noise 0.2"]["against_clean"]  # tested on the same clips
+    assert paired["separable"] and paired["lo"] > 0 and paired["change"] > 0
+    out = capsys.readouterr().out
+    assert "context noise 0.2 (seed 0)" in out and "(holds) against clean on the same clips" in out
     assert main([*args[:-4], "--robustness", "blur:1"]) == 2  # one line, exit 2
     assert "unknown corruption 'blur'" in capsys.readouterr().err
 
@@ -107,10 +110,34 @@ def test_seeds_train_each_model_again_and_report_mean_and_spread(tiny_overrides,
     assert lo <= conv["test"]["mean"]["mse"] <= hi
     report = (out / "report.md").read_text()
     assert "## Across 2 training seeds" in report and "trained with 2 seeds" in report
-    # more seeds later: the ones already trained are reused
+    # more seeds later, and a section: the seeds already trained are reused, and every seed is
+    # scored on the section (not seed 0 alone), its mean over seeds reported
     lines = []
-    compare(build_compare_config(values(tiny_overrides, tmp_path, seeds=3)), log=lines.append)
+    more = values(tiny_overrides, tmp_path, seeds=3, robustness=["noise:0.2"])
+    compare(build_compare_config(more), log=lines.append)
     assert sum("training" in line for line in lines) == 1, lines
+    assert sum("robustness noise 0.2: testing" in line for line in lines) == 3 + 2  # 3 seeds, 2 baselines
+    conv = json.loads((out / "results.json").read_text())["results"]["convlstm"]
+    noisy = conv["sections"]["robustness noise 0.2"]
+    assert len(noisy["per_seed"]["mse"]) == 3 and noisy["bands"] == "range over seeds"
+    assert noisy["mean"]["mse"] == pytest.approx(sum(noisy["per_seed"]["mse"]) / 3)
+
+
+def test_other_evaluation_settings_retest_without_retraining(tiny_overrides, tmp_path):
+    compare(build_compare_config(values(tiny_overrides, tmp_path)), log=lambda *_: None)
+    out = tmp_path / "report"
+    first = json.loads((out / "results.json").read_text())
+    assert first["uncertainty"]["seed"] == 0 and first["uncertainty"]["block"] == 1  # generated clips share no frame
+    lines = []
+    cfg = build_compare_config(values(tiny_overrides, tmp_path, evaluation={"bootstrap_seed": 3}))
+    compare(cfg, log=lines.append)
+    assert not any("training" in line for line in lines), lines
+    assert sum("testing again (other evaluation settings)" in line for line in lines) == 3, lines
+    again = json.loads((out / "results.json").read_text())
+    conv = again["results"]["convlstm"]
+    assert again["uncertainty"]["seed"] == 3 and conv["test"]["bootstrap"]["seed"] == 3
+    assert conv["test"]["mean"] == first["results"]["convlstm"]["test"]["mean"]  # the same weights
+    assert conv["test"]["ci95"]["mse"] != first["results"]["convlstm"]["test"]["ci95"]["mse"]
 
 
 def test_a_comparison_checks_model_keys_against_the_arrays_shape(tmp_path):

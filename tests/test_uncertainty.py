@@ -120,3 +120,71 @@ def test_test_metrics_keep_every_clip_and_agree_with_their_means():
     assert torch.allclose(per["rmse"][1:].mean(0), a.compute()["rmse"])
     stats = clip_statistics(per)
     assert np.isnan(stats["per_clip"]["rmse"][0]) and not np.isnan(stats["ci95"]["rmse"]).any()
+
+
+def test_block_one_is_the_plain_bootstrap_and_blocks_keep_runs_of_clips():
+    from framecast.evaluation.uncertainty import _indices
+
+    plain = np.random.default_rng(7).integers(0, 50, size=(20, 50))
+    assert np.array_equal(_indices(50, 20, 7), plain)  # reports written before blocks stay reproducible
+    idx = _indices(50, 20, 7, block=10)
+    assert idx.shape == (20, 50) and idx.min() >= 0 and idx.max() < 50
+    assert (np.diff(idx.reshape(20, 5, 10), axis=2) == 1).all()  # each block: 10 consecutive clips
+
+
+def test_moving_blocks_widen_intervals_of_overlapping_windows():
+    """Scores of windows one step apart move together; resampled one by one they look more
+    certain than they are. The moving-block interval covers the true mean near its rate."""
+    rng = np.random.default_rng(0)
+    covered, width_ratio, trials = {1: 0, 20: 0}, [], 200
+    for i in range(trials):
+        noise = rng.normal(size=400 + 19)
+        x = np.convolve(noise, np.ones(20) / 20, mode="valid")  # 400 windows sharing up to 19 steps; mean 0
+        plain, block = bootstrap_ci(x, n_boot=400, seed=i), bootstrap_ci(x, n_boot=400, seed=i, block=20)
+        covered[1] += plain[0] <= 0 <= plain[1]
+        covered[20] += block[0] <= 0 <= block[1]
+        width_ratio.append((block[1] - block[0]) / (plain[1] - plain[0]))
+    assert covered[1] / trials < 0.6  # far below 95%: the dependence ignored
+    assert covered[20] / trials > 0.8  # blocks of the dependence length: near the nominal rate
+    assert np.median(width_ratio) > 2.5
+
+
+def test_block_length_counts_clips_sharing_a_frame():
+    from framecast.evaluation.uncertainty import block_length
+
+    series = [(0, s) for s in range(200)]
+    assert block_length(series, 20) == 20  # windows one step apart, 20 long
+    assert block_length([(0, s) for s in range(0, 600, 3)], 20) == 7  # KTH's jogging stride
+    assert block_length([(0, s) for s in range(0, 4000, 20)], 20) == 1  # clip-length stride: no overlap
+    assert block_length([(v, 0) for v in range(200)], 20) == 1  # separate clips
+    assert block_length(series[:40], 20) == 10  # capped at a quarter of the clips: resamples must differ
+
+
+def test_evaluation_settings_are_config_keys_recorded_with_the_intervals():
+    import torch
+
+    from framecast.config import EvaluationConfig, build_dataclass
+    from framecast.errors import ConfigError
+    from framecast.training.runner import bootstrap_settings, clip_statistics
+
+    class Windows:  # a test split of 1-step windows, as ArrayWindows reports it
+        length = 10
+
+        def clip_starts(self):
+            return [(0, s) for s in range(100)]
+
+    auto = bootstrap_settings(EvaluationConfig(), Windows())
+    assert auto["block"] == 10 and auto["n_boot"] == 1000 and "moving-block" in auto["method"]
+    own = bootstrap_settings(
+        build_dataclass(EvaluationConfig, {"bootstrap_seed": 5, "bootstrap_block": "1"}), Windows()
+    )
+    assert own["block"] == 1 and own["seed"] == 5
+    assert bootstrap_settings(EvaluationConfig(), object())["block"] == 1  # clips without positions
+    per = {"mse": torch.rand(100, 4, dtype=torch.float64)}
+    a, b = clip_statistics(per, auto), clip_statistics(per, own)
+    assert a["bootstrap"] == auto and a["ci95"]["mse"] != b["ci95"]["mse"]
+    assert clip_statistics(per, auto)["ci95"] == a["ci95"]  # reproducible from its settings
+    with pytest.raises(ConfigError, match="evaluation.bootstrap_resamples must be at least 100"):
+        EvaluationConfig(bootstrap_resamples=10)
+    with pytest.raises(ConfigError, match="evaluation.bootstrap_block must be auto or a whole number"):
+        EvaluationConfig(bootstrap_block="blocks")

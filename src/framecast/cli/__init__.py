@@ -94,15 +94,8 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     import dataclasses
 
     from framecast import create_model, load_checkpoint
-    from framecast.config import (
-        TEST_SAFE_DATA_KEYS,
-        DataConfig,
-        build_dataclass,
-        build_run_config,
-        merge,
-        show_value,
-        to_dict,
-    )
+    from framecast.changes import TEST_SAFE_DATA_KEYS
+    from framecast.config import DataConfig, build_dataclass, build_run_config, merge, show_value, to_dict
     from framecast.io import atomic_write_text
     from framecast.resolve import ResolvedRun, resolve_data, resolve_run
     from framecast.training.runner import check_model_fits, describe_data, test_model
@@ -139,7 +132,7 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast.evaluation.compare import make_lpips
 
     lpips = None if cfg.data.is_array else make_lpips(args.lpips, lambda m: print(m, file=sys.stderr))  # images only
-    from framecast.evaluation.robustness import parse_corruptions
+    from framecast.evaluation.robustness import against_clean, describe_change, parse_corruptions
 
     corruptions = parse_corruptions(args.robustness)  # a bad item fails before any scoring
     res = test_model(model, run, lpips=lpips)
@@ -151,7 +144,8 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
         return  # under DDP every rank holds the gathered results; rank 0 writes them
     out = Path(args.out) if args.out else results_folder(args.checkpoint)
     record = {"model": model.model_name, "checkpoint": args.checkpoint, **res, "data_config": to_dict(cfg.data)}
-    if robust:
+    if robust:  # each with its paired test against the clean scores of the same clips
+        robust = {name: {**r, "against_clean": against_clean(r, res)} for name, r in robust.items()}
         record["robustness"] = {"seed": args.robustness_seed, **robust}
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=2))
     buf = io.StringIO()
@@ -173,10 +167,10 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
             + ", ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in res["ci95"].items() if "/" not in k)
         )
     for name, r in robust.items():
-        clean, worse = res["mean"]["mse"], r["mean"]["mse"]
         lo, hi = r.get("ci95", {}).get("mse", (float("nan"), float("nan")))
         print(
-            f"context {name} (seed {args.robustness_seed}): mse {worse:.4g} [{lo:.4g}, {hi:.4g}], {100 * (worse - clean) / clean:+.1f}% against clean"
+            f"context {name} (seed {args.robustness_seed}): mse {r['mean']['mse']:.4g} [{lo:.4g}, {hi:.4g}], "
+            f"{describe_change(record['robustness'][name]['against_clean'])} against clean on the same clips"
         )
     print(f"wrote {out / 'metrics.json'} and {out / 'per_horizon.csv'}")
 

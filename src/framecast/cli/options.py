@@ -128,7 +128,7 @@ def model_defaults(name: str) -> dict[str, Any]:
 def _config_help(parser: argparse.ArgumentParser, command: str, rest: list[str]) -> str:
     """``framecast COMMAND --help``: the command's flags, then every config key of every section
     with its type, default and meaning, taken from the dataclasses."""
-    from framecast.config import DataConfig, RunConfig, TrainConfig, TrainerConfig
+    from framecast.config import DataConfig, EvaluationConfig, RunConfig, TrainConfig, TrainerConfig
 
     try:
         values = _values(rest)
@@ -147,7 +147,12 @@ def _config_help(parser: argparse.ArgumentParser, command: str, rest: list[str])
         model = values.get("model")
         _model_options(parser, model.get("name") if isinstance(model, dict) else None, command)
         _add_options(parser, "run", RunConfig, "", _field_defaults(RunConfig), skip=("model",))
-    for section, cls in (("data", DataConfig), ("train", TrainConfig), ("trainer", TrainerConfig)):
+    for section, cls in (
+        ("data", DataConfig),
+        ("train", TrainConfig),
+        ("trainer", TrainerConfig),
+        ("evaluation", EvaluationConfig),
+    ):
         _add_options(
             parser, f"{section}: {(cls.__doc__ or '').strip().rstrip('.')}", cls, f"{section}.", _field_defaults(cls)
         )

@@ -362,6 +362,13 @@ class ArrayWindows(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def clip_starts(self) -> list[tuple[int, int]]:
+        """``(source, first step)`` of every clip, in order: windows of a series share steps,
+        clips of a (N, T, ...) array share none."""
+        if isinstance(self.data, Series):
+            return [(0, int(s)) for s in self.index]
+        return [(int(i), 0) for i in self.index]
+
     def __getitem__(self, i: int) -> torch.Tensor:
         lead = int(self.index[i])
         x = self.data.read(lead, self.length)

@@ -272,6 +272,10 @@ class VideoClips(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def clip_starts(self) -> list[tuple[int, int]]:
+        """``(video, first frame)`` of every clip, in order: which clips share frames."""
+        return [(int(v), int(s)) for v, s in self.index]
+
     def _array(self, v: int) -> np.ndarray:
         if v not in self._arrays:
             try:

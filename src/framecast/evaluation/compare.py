@@ -27,6 +27,7 @@ from framecast.checkpoint import load_checkpoint
 from framecast.config import (
     ConfigError,
     DataConfig,
+    EvaluationConfig,
     RunConfig,
     TrainConfig,
     TrainerConfig,
@@ -39,7 +40,7 @@ from framecast.errors import FramecastError
 from framecast.evaluation.report import write_outputs
 from framecast.evaluation.robustness import parse_corruptions
 from framecast.evaluation.sections import score_sections, sections_of
-from framecast.evaluation.seeds import combine_seeds, seed_runs
+from framecast.evaluation.seeds import combine_seeds, combine_tests, seed_runs
 from framecast.io import atomic_write_text, run_folder_lock
 from framecast.layers import as_hw
 from framecast.registry import create_model, get_entry
@@ -57,6 +58,7 @@ class CompareConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)  # the intervals' bootstrap
     # parameter-free models scored beside them; flow is skipped, with a note, where OpenCV is missing
     baselines: tuple[str, ...] = ("copy_last", "blank", "linear", "flow")
     out_dir: str = "reports/compare"  # the report folder (each model trains in runs/<label> under it)
@@ -113,6 +115,7 @@ def run_config(cfg: CompareConfig, label: str) -> RunConfig:
         data=cfg.data,
         train=build_dataclass(TrainConfig, train, prefix=f"models.{label}.train."),
         trainer=cfg.trainer,
+        evaluation=cfg.evaluation,
         out_dir=str(Path(cfg.out_dir) / "runs" / label),
     )
     get_entry(name)
@@ -120,8 +123,11 @@ def run_config(cfg: CompareConfig, label: str) -> RunConfig:
 
 
 def _fingerprint(run: RunConfig) -> str:
+    """What a finished run was trained and tested with, but for the folder, the display and the
+    intervals' settings (a change of those retests without retraining: ``_stale_test``)."""
     d = to_dict(run)
     d.pop("out_dir")
+    d.pop("evaluation")
     d["trainer"].pop("enable_progress_bar")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -246,6 +252,7 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
                 data=cfg.data,
                 train=cfg.train,
                 trainer=cfg.trainer,
+                evaluation=cfg.evaluation,
                 out_dir=str(out / "runs" / label),
             )
             if is_baseline
@@ -253,11 +260,19 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
         )
         runs = [run] if is_baseline or not get_entry(run.model_name).trainable else seed_runs(run, cfg.seeds)
         done = [_train_and_test(cfg, label, r, is_baseline, data, test_clips, scorer, log) for r in runs]
-        res, model, resolved, stamp = done[0]  # seed 0: examples and sections
+        res, model = done[0][:2]  # seed 0: the examples
         if len(done) > 1:
             res = combine_seeds([d[0] for d in done])
         if sections:  # scored apart from result.json: adding a section later reuses the training
-            res["sections"] = score_sections(sections, model, resolved, Path(run.out_dir), stamp, scorer, log)
+            scored = [
+                score_sections(sections, m, resolved, Path(r.out_dir), stamp, scorer, log)
+                for r, (_, m, resolved, stamp) in zip(runs, done)
+            ]
+            res["sections"] = (  # every seed scored, as the short-term test is
+                scored[0]
+                if len(scored) == 1
+                else {name: combine_tests([s[name] for s in scored]) for name in scored[0]}
+            )
         results[label] = res
         curves[label] = res["loss_curve"]
         with torch.no_grad():
@@ -271,6 +286,16 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
 
     write_outputs(cfg, results, examples, curves, test_clips, skipped, sections)
     return results
+
+
+def _stale_test(res: dict[str, Any], run: RunConfig, scorer) -> str | None:
+    """Why a finished run's test scores no longer answer this comparison (None: they do): other
+    interval settings, or LPIPS asked for and not scored. Training is reused either way."""
+    if res.get("evaluation", to_dict(EvaluationConfig())) != to_dict(run.evaluation):
+        return "other evaluation settings"
+    if scorer is not None and "lpips" not in res["test"]["mean"] and not run.data.is_array:
+        return "LPIPS is now scored"
+    return None
 
 
 def _train_and_test(cfg: CompareConfig, label: str, run: RunConfig, is_baseline: bool, data, test_clips, scorer, log):
@@ -295,6 +320,11 @@ def _train_and_test(cfg: CompareConfig, label: str, run: RunConfig, is_baseline:
             if res.get("checkpoint")
             else create_model(run.model_name, **resolved.model)
         )
+        stale = _stale_test(res, run, scorer)
+        if stale:
+            log(f"[{label}] testing again ({stale})")
+            res = {**res, "test": test_model(model, resolved, lpips=scorer), "evaluation": to_dict(run.evaluation)}
+            atomic_write_text(done_file, json.dumps(res, indent=2))
     else:
         if is_baseline or not get_entry(run.model_name).trainable:
             model = create_model(run.model_name, **resolved.model)
@@ -332,6 +362,7 @@ def _train_and_test(cfg: CompareConfig, label: str, run: RunConfig, is_baseline:
             "train_precision": stats.get("precision"),  # what training ran in (None: a baseline)
             "config": resolved.model,
             "train_seed": run.train.seed,
+            "evaluation": to_dict(run.evaluation),  # the intervals' settings it was tested with
         }
         atomic_write_text(done_file, json.dumps(res, indent=2))
     ckpt = res.get("checkpoint")

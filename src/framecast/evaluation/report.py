@@ -113,14 +113,16 @@ def uncertainty_summary(results: dict[str, dict[str, Any]], metrics: list[str]) 
     and one summary line that names a winner only where the differences hold
     (``framecast.evaluation.uncertainty``), with the bootstrap's settings."""
     per_clip = {label: res["test"].get("per_clip") or {} for label, res in results.items()}
+    record = next((r["test"]["bootstrap"] for r in results.values() if r["test"].get("bootstrap")), None)
+    kw = U.params(record)  # the settings every model's intervals were computed with
     pairs, summary = {}, {}
     for metric in metrics:
         scores = {label: np.asarray(v[metric]) for label, v in per_clip.items() if v.get(metric)}
         if len(scores) < 2:
             continue
-        pairs[metric] = U.pairwise(scores, metric)
-        summary[metric] = U.verdict(scores, metric)
-    return {**U.settings(), "summary": summary, "pairwise": pairs}
+        pairs[metric] = U.pairwise(scores, metric, **kw)
+        summary[metric] = U.verdict(scores, metric, **kw)
+    return {**U.settings(**kw), "summary": summary, "pairwise": pairs}
 
 
 def _fmt_ci(key: str, value: Any, ci: list[float] | None) -> str:
@@ -234,13 +236,21 @@ def write_outputs(cfg, results, examples, curves, test_clips, skipped=None, sect
     ]
     lines += [
         "",
-        f"Intervals: 95% percentile bootstrap of the mean over the {n_clips} test clips ({unc['n_boot']} resamples, "
-        f"seed {unc['seed']}). A difference between two models holds where the 95% interval of the paired "
+        f"Intervals: 95% {'percentile' if unc['block'] == 1 else 'moving-block'} bootstrap of the mean over the "
+        f"{n_clips} test clips ({unc['n_boot']} resamples, seed {unc['seed']}"
+        + (f", blocks of {unc['block']} consecutive clips" if unc["block"] > 1 else "")
+        + "). A difference between two models holds where the 95% interval of the paired "
         "bootstrap of their per-clip differences (the same clips) excludes 0; a winner is named only then."
         + (f" With {n_clips} clips the intervals are rough: the bootstrap wants a few dozen." if n_clips < 30 else "")
         + (
-            f" The test clips are windows {stride} step(s) apart, less than a clip's length: they overlap, are not "
-            "independent, and the intervals understate the uncertainty."
+            f" The test clips are windows {stride} step(s) apart, less than a clip's length: they overlap and are not "
+            + (
+                f"independent; runs of {unc['block']} consecutive clips, those that share a frame, are resampled "
+                "whole (Kuensch 1989), so the intervals carry that dependence."
+                if unc["block"] > 1
+                else "independent; resampled one by one (too few clips for blocks, or evaluation.bootstrap_block 1), "
+                "the intervals understate the uncertainty."
+            )
             if stride is not None and stride < d.test_length
             else ""
         )

@@ -15,10 +15,13 @@ whatever the batch size, so every figure is reproducible from its seed.
   units (images: the [0, 1] scale, clipped back to it; arrays: normalised values).
 """
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from framecast.errors import ConfigError
+from framecast.evaluation import uncertainty as U
 
 KINDS = ("drop", "duplicate", "noise")
 
@@ -94,3 +97,22 @@ def _frame_order(n: int, kind: str, rate: float, g: torch.Generator) -> Tensor:
             shown.append(t)
         t = max(t - 1, 0)
     return torch.tensor(shown[::-1])
+
+
+def against_clean(corrupted: dict[str, Any], clean: dict[str, Any], metric: str = "mse") -> dict[str, Any] | None:
+    """The change a corruption made to ``metric``, tested on the same clips: ``change`` (relative
+    to clean) and the paired bootstrap of corrupted minus clean (``uncertainty.paired_test``,
+    with the settings the clean test recorded). None without per-clip scores of ``metric``."""
+    a, b = (r.get("per_clip", {}).get(metric) for r in (corrupted, clean))
+    if not a or not b or len(a) != len(b):
+        return None
+    test = U.paired_test(a, b, **U.params(clean.get("bootstrap")))
+    base = clean["mean"][metric]
+    return {"metric": metric, "change": (corrupted["mean"][metric] - base) / base if base else None, **test}
+
+
+def describe_change(t: dict[str, Any] | None) -> str:
+    """``+12.3% (holds)``: a corruption's change and whether its paired test separates it from 0."""
+    if t is None or t["change"] is None:
+        return "–"
+    return f"{100 * t['change']:+.1f}% ({'holds' if t['separable'] else U.NOT_SEPARABLE})"

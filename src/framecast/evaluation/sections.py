@@ -22,7 +22,7 @@ from typing import Any
 
 from framecast.config import DataConfig, to_dict
 from framecast.errors import FramecastError
-from framecast.evaluation.robustness import parse_corruptions
+from framecast.evaluation.robustness import against_clean, describe_change, parse_corruptions
 from framecast.evaluation.visualize import plot_per_horizon
 from framecast.io import atomic_write_text
 from framecast.resolve import ResolvedRun, resolve_data
@@ -69,7 +69,7 @@ def score_sections(
         cache = run_dir / "sections" / f"{s.key}-{_digest(s)}.json"
         if cache.is_file():
             cached = json.loads(cache.read_text())
-            if cached.get("fingerprint") == fingerprint:
+            if cached.get("fingerprint") == fingerprint and cached.get("evaluation") == to_dict(run.config.evaluation):
                 out[s.name] = cached["test"]
                 continue
         scored = dataclasses.replace(run.config, data=s.data)
@@ -80,7 +80,8 @@ def score_sections(
             if s.key != "generalization":
                 raise
             tested = {"refused": str(e)}
-        atomic_write_text(cache, json.dumps({"fingerprint": fingerprint, "test": tested}, indent=2))
+        record = {"fingerprint": fingerprint, "evaluation": to_dict(run.config.evaluation), "test": tested}
+        atomic_write_text(cache, json.dumps(record, indent=2))
         out[s.name] = tested
     return out
 
@@ -120,14 +121,13 @@ def report_sections(sections: list[Section], results: dict[str, dict[str, Any]],
             ]
         head = ["model", *[f"{m.upper()} [95% interval]" for m in metrics]]
         if s.key == "robustness":
-            head += [f"{m.upper()} clean" for m in metrics] + ["MSE change"]
+            head += [f"{m.upper()} clean" for m in metrics] + ["MSE change (paired test, same clips)"]
         lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         for label, res in scored.items():
             row = [label, *[_cell(res, m) for m in metrics]]
             if s.key == "robustness":
                 row += [_cell(clean[label], m) for m in metrics]
-                a, b = res["mean"].get("mse"), clean[label]["mean"].get("mse")
-                row.append(f"{100 * (a - b) / b:+.1f}%" if a is not None and b else "–")
+                row.append("–" if "refused" in res else describe_change(against_clean(res, clean[label])))
             lines.append("| " + " | ".join(row) + " |")
         refused = {k: v["refused"] for k, v in scored.items() if "refused" in v}
         lines += ["", *[f"Refused: `{k}`: {why}." for k, why in refused.items()]] if refused else []

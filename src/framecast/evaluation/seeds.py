@@ -32,22 +32,26 @@ def seed_runs(run: RunConfig, seeds: int) -> list[RunConfig]:
     return out
 
 
-def combine_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    """One comparison result from the results of one model trained with several seeds."""
-    first = per_seed[0]
-    tests = [r["test"] for r in per_seed]
-    metrics = [m for m in first["test"]["mean"] if all(m in t["mean"] for t in tests)]
+def combine_tests(tests: list[dict[str, Any]]) -> dict[str, Any]:
+    """One test result from the tests (``test_model``'s results) of one model trained with
+    several seeds, on the same clips: mean scores, the clip-level interval of each clip's mean
+    over seeds, the range over seeds as per-horizon bands. A refused test stays refused."""
+    first = tests[0]
+    refused = next((t for t in tests if "refused" in t), None)
+    if refused is not None:
+        return refused
+    metrics = [m for m in first["mean"] if all(m in t["mean"] for t in tests)]
     per_clip = {
         m: np.nanmean([t["per_clip"][m] for t in tests], axis=0)
         for m in metrics
         if all(m in t.get("per_clip", {}) for t in tests)
     }
-    test = {
-        **first["test"],
+    return {
+        **first,
         "mean": {m: float(np.mean([t["mean"][m] for t in tests])) for m in metrics},
         "per_horizon": {m: np.mean([t["per_horizon"][m] for t in tests], axis=0).tolist() for m in metrics},
         "per_clip": {m: v.tolist() for m, v in per_clip.items()},
-        "ci95": {m: list(U.bootstrap_ci(v)) for m, v in per_clip.items()},
+        "ci95": {m: list(U.bootstrap_ci(v, **U.params(first.get("bootstrap")))) for m, v in per_clip.items()},
         "per_horizon_ci95": {  # the range over seeds per step
             m: np.stack(
                 [np.min([t["per_horizon"][m] for t in tests], 0), np.max([t["per_horizon"][m] for t in tests], 0)], 1
@@ -55,7 +59,15 @@ def combine_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             for m in metrics
         },
         "bands": "range over seeds",
+        "per_seed": {m: [t["mean"][m] for t in tests] for m in metrics},
     }
+
+
+def combine_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One comparison result from the results of one model trained with several seeds."""
+    first = per_seed[0]
+    test = combine_tests([r["test"] for r in per_seed])
+    per_seed_means = test.pop("per_seed")
     return {
         **first,
         "test": test,
@@ -66,8 +78,8 @@ def combine_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             "n": len(per_seed),
             "train_seeds": [r.get("train_seed") for r in per_seed],
             "checkpoints": [r.get("checkpoint") for r in per_seed],
-            "per_seed": {m: [t["mean"][m] for t in tests] for m in metrics},
-            "std": {m: float(np.std([t["mean"][m] for t in tests], ddof=1)) for m in metrics},
+            "per_seed": per_seed_means,
+            "std": {m: float(np.std(v, ddof=1)) for m, v in per_seed_means.items()},
         },
     }
 

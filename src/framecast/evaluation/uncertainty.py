@@ -10,6 +10,13 @@ that both models share cancels, so a difference can hold where the two intervals
 
 Every resampling is seeded (``seed``) and vectorised: one (n_boot, n) array of indices drawn
 once with ``numpy.random.default_rng``.
+
+Test clips that share frames (windows of a series a step apart, as gridded arrays are cut) are
+not independent: resampled one by one they give intervals too narrow. With ``block`` > 1 the
+resampling is the moving-block bootstrap (Kuensch 1989, "The Jackknife and the Bootstrap for
+General Stationary Observations", https://doi.org/10.1214/aos/1176347265): runs of ``block``
+consecutive clips are drawn whole, so the dependence within a run is kept. ``block_length``
+gives the number of clips that share a frame, the block ``bootstrap_block: auto`` uses.
 """
 
 from typing import Any
@@ -36,8 +43,26 @@ def _clean(x: Any) -> np.ndarray:
     return a[~np.isnan(a)]
 
 
-def _indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+def _indices(n: int, n_boot: int, seed: int, block: int = 1) -> np.ndarray:
+    """(n_boot, n) resampled clip indices: clips drawn one by one (``block`` 1, the plain
+    bootstrap), or runs of ``block`` consecutive clips with uniform starts, cut to ``n``."""
+    rng = np.random.default_rng(seed)
+    block = max(1, min(block, n))
+    if block == 1:
+        return rng.integers(0, n, size=(n_boot, n))
+    starts = rng.integers(0, n - block + 1, size=(n_boot, -(-n // block)))
+    return (starts[:, :, None] + np.arange(block)).reshape(n_boot, -1)[:, :n]
+
+
+def block_length(starts: list[tuple[Any, int]], length: int, n: int | None = None) -> int:
+    """The moving-block bootstrap's block for test clips ``(source, first frame)`` of ``length``
+    frames, in test order: how many consecutive clips share a frame (1: none do), capped at a
+    quarter of the clips (``n``, default ``len(starts)``) so that resamples still differ."""
+    gaps = [b[1] - a[1] for a, b in zip(starts, starts[1:]) if a[0] == b[0] and 0 < b[1] - a[1] < length]
+    if not gaps:
+        return 1
+    n = len(starts) if n is None else n
+    return max(1, min(-(-length // min(gaps)), n // 4))
 
 
 def _percentiles(means: np.ndarray, level: float) -> tuple[float, float]:
@@ -47,13 +72,14 @@ def _percentiles(means: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def bootstrap_ci(
-    per_clip: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL
+    per_clip: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL, block: int = 1
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean over clips.
 
     Args:
         per_clip: (n,) one score per test clip (NaNs are left out).
-        n_boot: resamples; seed: their generator's seed; level: the coverage, e.g. 0.95.
+        n_boot: resamples; seed: their generator's seed; level: the coverage, e.g. 0.95;
+        block: clips drawn together (the moving-block bootstrap; 1: the plain bootstrap).
 
     Returns:
         (lo, hi); (nan, nan) without clips; (x, x) with a single clip.
@@ -61,18 +87,18 @@ def bootstrap_ci(
     x = _clean(per_clip)
     if len(x) == 0:
         return float("nan"), float("nan")
-    return _percentiles(x[_indices(len(x), n_boot, seed)].mean(axis=1), level)
+    return _percentiles(x[_indices(len(x), n_boot, seed, block)].mean(axis=1), level)
 
 
 def bootstrap_ci_steps(
-    per_clip_step: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL
+    per_clip_step: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL, block: int = 1
 ) -> list[tuple[float, float]]:
     """Per horizon step: the bootstrap interval of each column of an (n_clips, n_steps) array,
     every step resampling the same clips (one index array). NaNs are left out of the means."""
     x = np.asarray(per_clip_step, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"per_clip_step must be (n_clips, n_steps) with clips, got shape {x.shape}")
-    resampled = x[_indices(x.shape[0], n_boot, seed)]  # (n_boot, n_clips, n_steps)
+    resampled = x[_indices(x.shape[0], n_boot, seed, block)]  # (n_boot, n_clips, n_steps)
     means = np.nanmean(resampled, axis=1) if np.isnan(x).any() else resampled.mean(axis=1)
     alpha = (1 - level) / 2
     lo, hi = np.nanpercentile(means, [100 * alpha, 100 * (1 - alpha)], axis=0)
@@ -80,7 +106,7 @@ def bootstrap_ci_steps(
 
 
 def paired_test(
-    a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL
+    a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL, block: int = 1
 ) -> dict[str, Any]:
     """Paired bootstrap of the mean difference ``a - b`` of two models' scores on the same clips.
 
@@ -95,7 +121,7 @@ def paired_test(
     d = _clean(np.where(np.isnan(y), np.nan, x - y))
     if len(d) == 0:
         return {"diff": float("nan"), "lo": float("nan"), "hi": float("nan"), "p": float("nan"), "separable": False}
-    means = d[_indices(len(d), n_boot, seed)].mean(axis=1)
+    means = d[_indices(len(d), n_boot, seed, block)].mean(axis=1)
     lo, hi = _percentiles(means, level)
     diff = float(d.mean())
     if diff == 0 and lo == 0 and hi == 0:  # identical scores: no evidence of any difference
@@ -106,7 +132,12 @@ def paired_test(
 
 
 def pairwise(
-    per_clip: dict[str, np.ndarray], metric: str, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL
+    per_clip: dict[str, np.ndarray],
+    metric: str,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+    block: int = 1,
 ) -> list[dict[str, Any]]:
     """Every pair of models (in the order given) tested on ``metric``: one record per pair with
     ``a``, ``b``, the ``paired_test`` fields and ``better`` (the better model where separable,
@@ -117,7 +148,7 @@ def pairwise(
         for b in labels[i + 1 :]:
             if len(per_clip[a]) != len(per_clip[b]):
                 continue
-            t = paired_test(per_clip[a], per_clip[b], n_boot, seed, level)
+            t = paired_test(per_clip[a], per_clip[b], n_boot, seed, level, block)
             better = None
             if t["separable"]:
                 a_lower = t["diff"] < 0
@@ -127,7 +158,12 @@ def pairwise(
 
 
 def verdict(
-    per_clip: dict[str, np.ndarray], metric: str, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL
+    per_clip: dict[str, np.ndarray],
+    metric: str,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+    block: int = 1,
 ) -> str:
     """One line on ``metric``: the best model by mean, named the winner only where its paired
     test against every other model separates; otherwise ``not separable at this budget`` with
@@ -143,7 +179,7 @@ def verdict(
             continue
         if (
             len(per_clip[other]) != len(per_clip[best])
-            or not paired_test(per_clip[best], per_clip[other], n_boot, seed, level)["separable"]
+            or not paired_test(per_clip[best], per_clip[other], n_boot, seed, level, block)["separable"]
         ):
             ties.append(other)
     if not ties:
@@ -151,16 +187,32 @@ def verdict(
     return f"{metric}: {NOT_SEPARABLE} ({best} has the best mean; not told apart from {', '.join(ties)})"
 
 
-def summarize(per_clip: dict[str, float | list], n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL):
+def summarize(
+    per_clip: dict[str, float | list], n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL, block: int = 1
+):
     """metric -> [lo, hi]: the bootstrap interval of each metric's per-clip scores."""
-    return {k: list(bootstrap_ci(v, n_boot, seed, level)) for k, v in per_clip.items()}
+    return {k: list(bootstrap_ci(v, n_boot, seed, level, block)) for k, v in per_clip.items()}
 
 
-def settings(n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL) -> dict[str, Any]:
-    """What results files record about the intervals."""
+def settings(n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL, block: int = 1) -> dict[str, Any]:
+    """What results files record about the intervals (``params`` reads them back)."""
+    how = "percentile bootstrap" if block == 1 else f"moving-block bootstrap (blocks of {block} clips)"
     return {
-        "method": "percentile bootstrap of the mean over test clips; pairs: paired bootstrap of the mean difference",
+        "method": f"{how} of the mean over test clips; pairs: paired bootstrap of the mean difference",
         "n_boot": n_boot,
         "seed": seed,
         "level": level,
+        "block": block,
+    }
+
+
+def params(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments (n_boot, seed, level, block) of a ``settings`` record; the defaults
+    for a record without them (results written before they were recorded)."""
+    record = record or {}
+    return {
+        "n_boot": int(record.get("n_boot", N_BOOT)),
+        "seed": int(record.get("seed", SEED)),
+        "level": float(record.get("level", LEVEL)),
+        "block": int(record.get("block", 1)),
     }

@@ -17,8 +17,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 
 from framecast import speed
+from framecast.changes import config_changes
 from framecast.checkpoint import Resume, SafeCheckpointIO, resume_checkpoint
-from framecast.config import DataConfig, RunConfig, config_changes, save_yaml, to_dict
+from framecast.config import DataConfig, EvaluationConfig, RunConfig, save_yaml, to_dict
 from framecast.data import FrameDataModule
 from framecast.errors import FramecastError, warn
 from framecast.evaluation import uncertainty as U
@@ -187,7 +188,7 @@ class ConfigChanged(FramecastError):
 def check_resume(found: Resume, resolved: dict[str, Any], processes: int, log=warn) -> None:
     """Refuse (``ConfigChanged``) to resume from the checkpoint ``found`` with the resolved run
     config ``resolved`` when it differs from the one stored in the checkpoint in a key that
-    matters (``config.RESUME_SAFE_KEYS`` lists those that do not). A checkpoint that stores no
+    matters (``changes.RESUME_SAFE_KEYS`` lists those that do not). A checkpoint that stores no
     config (written before framecast stored it) resumes with a warning through ``log``."""
     ckpt, meta = found.path, found.meta
     stored = meta.get("run_config")
@@ -336,27 +337,41 @@ def test_model(
         "mean": {k: float(v.mean()) for k, v in res.items()},
         "per_horizon": {k: [float(x) for x in v] for k, v in res.items()},
         "n_clips": n_clips,
-        **clip_statistics(task.test_per_clip),
+        **clip_statistics(task.test_per_clip, bootstrap_settings(cfg.evaluation, data.datasets["test"])),
         "precision": choice.record(),  # what the scores were computed in, and on which machine
         **({"metrics": describe_array_metrics(task.array_meta)} if arrays else {}),
     }
 
 
-def clip_statistics(per_clip: dict[str, torch.Tensor]) -> dict[str, Any]:
+def bootstrap_settings(evaluation: EvaluationConfig, test_set: Any) -> dict[str, Any]:
+    """The bootstrap a test's intervals use (``uncertainty.settings``): ``evaluation``'s
+    resamples and seed, and its block, ``auto`` read off the test clips (how many share a frame,
+    ``uncertainty.block_length``; 1 for clips that share none, or without their positions)."""
+    block = evaluation.bootstrap_block
+    if block == "auto":
+        starts = test_set.clip_starts() if hasattr(test_set, "clip_starts") else None
+        block = U.block_length(starts, test_set.length) if starts and hasattr(test_set, "length") else 1
+    return U.settings(n_boot=evaluation.bootstrap_resamples, seed=evaluation.bootstrap_seed, block=int(block))
+
+
+def clip_statistics(per_clip: dict[str, torch.Tensor], bootstrap: dict[str, Any] | None = None) -> dict[str, Any]:
     """The uncertainty of a test: ``ci95`` (metric -> [lo, hi], bootstrap over test clips of the
     mean), ``per_horizon_ci95`` (metric -> one [lo, hi] per horizon step), ``per_clip`` (metric
     -> each clip's mean over the horizon, in test-loader order: what paired tests compare) and
-    ``bootstrap`` (method, resamples, seed, level)."""
+    ``bootstrap`` (method, resamples, seed, level, block: ``bootstrap_settings``; default: the
+    plain bootstrap's defaults)."""
+    bootstrap = bootstrap or U.settings()
+    kw = U.params(bootstrap)
     with warnings.catch_warnings():  # a clip without any valid pixel: NaN, left out of the intervals
         warnings.simplefilter("ignore", RuntimeWarning)
         clip_means = {k: np.nanmean(v.numpy(), axis=1) for k, v in per_clip.items()}
         return {
-            "ci95": {k: list(U.bootstrap_ci(v)) for k, v in clip_means.items()},
+            "ci95": {k: list(U.bootstrap_ci(v, **kw)) for k, v in clip_means.items()},
             "per_horizon_ci95": {
-                k: [list(band) for band in U.bootstrap_ci_steps(v.numpy())] for k, v in per_clip.items() if len(v)
+                k: [list(band) for band in U.bootstrap_ci_steps(v.numpy(), **kw)] for k, v in per_clip.items() if len(v)
             },
             "per_clip": {k: [float(x) for x in v] for k, v in clip_means.items()},
-            "bootstrap": U.settings(),
+            "bootstrap": bootstrap,
         }
 
 
