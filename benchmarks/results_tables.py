@@ -47,6 +47,7 @@ KINDS = {
     "precision-auto-fit": "precision: auto against explicit fp32",
     "precision-layout-conv": "Convolution rates per precision and layout",
     "compile-train": "torch.compile for training",
+    "compare-overhead": "What a comparison's intervals, paired tests and sections cost",
     "tuning": "Tuning studies",
     "study": "Studies",
 }
@@ -575,6 +576,28 @@ def _render_compile(rec: dict) -> list[str]:
     return _table(head, rows) + ["", note, ""] + _commands(rec["command"])
 
 
+def _render_compare_overhead(rec: dict) -> list[str]:
+    d = rec["data"]
+    base = d["compare_seconds"] - d["intervals_seconds"] - d["paired_tests_seconds"]
+    rows = [
+        ["the comparison (training, test passes, report)", _num(d["compare_seconds"], 0), None],
+        ["95% intervals of every score", _num(d["intervals_seconds"], 1), _num(100 * d["intervals_seconds"] / base, 1)],
+        [
+            "paired tests and summary lines",
+            _num(d["paired_tests_seconds"], 1),
+            _num(100 * d["paired_tests_seconds"] / base, 1),
+        ],
+        [f"sections: {', '.join(d['sections'])}", _num(d["sections_seconds"], 0), _num(100 * d["sections_share"], 1)],
+    ]
+    if d.get("test_pass_seconds"):
+        rows.insert(1, ["its short-term test passes", _num(d["test_pass_seconds"], 0), None])
+    note = (
+        f"{d.get('test_size')} test clips, {d.get('minutes')} training minutes per model; shares are of the "
+        "comparison without its intervals and paired tests."
+    )
+    return _table(["part", "seconds", "% of the comparison"], rows) + ["", note, ""] + _commands(rec["command"])
+
+
 def _render_other(rec: dict) -> list[str]:
     keys = ", ".join(f"`{k}`" for k in rec["data"]) if isinstance(rec["data"], dict) else "a list"
     return [f"Holds {keys}.", ""] + _commands(rec["command"])
@@ -589,6 +612,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "precision-auto-fit": _render_precision_auto,
     "precision-layout-conv": _render_precision_layout,
     "compile-train": _render_compile,
+    "compare-overhead": _render_compare_overhead,
 }
 
 
