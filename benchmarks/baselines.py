@@ -11,7 +11,7 @@ Measures, on this machine:
   demo's size (configs/compare_quick.yaml: 500 test clips, 10 future frames, copy_last, blank,
   linear, flow and two trained models): keeping per-clip scores in the test pass (the appends
   and the gather ``FrameMetrics(keep_clips=True)`` adds), the bootstrap of every metric per model
-  overall and per horizon step (``runner.clip_statistics``), and every pair's paired tests
+  overall and per horizon step (``testing.clip_statistics``), and every pair's paired tests
   with the summary lines (``report.uncertainty_summary``); against a test pass of
   ``copy_last`` through ``test_model`` and the demo's 8 minutes of training; and the test
   passes of ``linear`` and ``flow`` themselves.
@@ -34,7 +34,7 @@ from framecast.evaluation.report import uncertainty_summary
 from framecast.evaluation.scores import FrameMetrics
 from framecast.machine import describe, machine_profile
 from framecast.registry import create_model
-from framecast.training.runner import clip_statistics, test_model
+from framecast.training.testing import clip_statistics, test_model
 
 DEMO_MODELS = 6  # copy_last, blank, linear, flow, convlstm, predrnn
 DEMO_TRAIN_SECONDS = 2 * 4 * 60  # configs/compare_quick.yaml: two models, 4 minutes each

@@ -4,7 +4,7 @@ Runs ``framecast compare`` three times on one report folder, all in this process
 
 1. the config as given (``configs/compare_quick.yaml``: two models trained 4 minutes each, the
    four baselines, 500 test clips): the whole comparison, timed, with the time spent in the
-   95% intervals (``runner.clip_statistics``) and in the paired tests and summary lines
+   95% intervals (``testing.clip_statistics``) and in the paired tests and summary lines
    (``report.uncertainty_summary``) timed inside it;
 2. the same with PredBench's sections added (long-term 3x the horizon, generalization to 3-digit
    Moving MNIST, robustness to dropped context frames): training and the short-term test are
@@ -32,7 +32,7 @@ from framecast.evaluation import compare as C
 from framecast.evaluation import report as R
 from framecast.io import atomic_write_text
 from framecast.machine import describe, machine_profile
-from framecast.training import runner
+from framecast.training import testing
 
 SECTIONS = {
     "long_term": 3,
@@ -62,16 +62,16 @@ def run(values: dict, log) -> dict[str, float]:
     """One comparison: wall seconds, and the seconds spent in the short-term test passes, the
     intervals and the paired tests."""
     watches = {"tests": Stopwatch(), "intervals": Stopwatch(), "pairs": Stopwatch()}
-    saved = C.test_model, runner.clip_statistics, R.uncertainty_summary
+    saved = C.test_model, testing.clip_statistics, R.uncertainty_summary
     C.test_model = watches["tests"].wrap(saved[0])
-    runner.clip_statistics = watches["intervals"].wrap(saved[1])
+    testing.clip_statistics = watches["intervals"].wrap(saved[1])
     R.uncertainty_summary = watches["pairs"].wrap(saved[2])
     try:
         t = time.perf_counter()
         C.compare(C.build_compare_config(values), log=log)
         return {"wall": time.perf_counter() - t, **{k: w.seconds for k, w in watches.items()}}
     finally:
-        C.test_model, runner.clip_statistics, R.uncertainty_summary = saved
+        C.test_model, testing.clip_statistics, R.uncertainty_summary = saved
 
 
 def main() -> None:

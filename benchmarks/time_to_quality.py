@@ -38,7 +38,8 @@ from framecast.io import atomic_write_text
 from framecast.machine import machine_profile
 from framecast.registry import create_model
 from framecast.resolve import resolve_model_config
-from framecast.training.runner import fit, test_model
+from framecast.training.runner import fit
+from framecast.training.testing import test_model
 
 
 class Snapshots(Callback):

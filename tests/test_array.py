@@ -19,8 +19,9 @@ from framecast.data import build_datasets
 from framecast.errors import ConfigError, FramecastError
 from framecast.evaluation import metrics as M
 from framecast.resolve import resolve_data, resolve_run
-from framecast.training.runner import check_model_fits, fit
-from framecast.training.runner import test_model as score
+from framecast.training.checks import check_model_fits
+from framecast.training.runner import fit
+from framecast.training.testing import test_model as score
 
 xr = pytest.importorskip("xarray")
 h5py = pytest.importorskip("h5py")

@@ -11,7 +11,8 @@ from framecast.checkpoint import read_checkpoint, save_model_checkpoint
 from framecast.cli import main
 from framecast.config import DataConfig, build_run_config, merge
 from framecast.errors import FramecastError
-from framecast.training.runner import check_model_fits, fit
+from framecast.training.checks import check_model_fits
+from framecast.training.runner import fit
 
 DATA = {"image_size": 32, "test_size": 5}  # on top of tiny_overrides: 4 -> 3 frames
 
@@ -24,8 +25,8 @@ def trained(tiny_overrides):
 
 
 def run(args, capsys):
-    # no data options: LPIPS off (its missing-weights line) and no progress bar keep stderr to our notes
-    code = main([*args, "--lpips", "off", "--trainer.enable_progress_bar", "false"])
+    # LPIPS and FVD off (their missing-weights lines) and no progress bar keep stderr to our notes
+    code = main([*args, "--lpips", "off", "--fvd", "off", "--trainer.enable_progress_bar", "false"])
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -11,7 +11,7 @@ from framecast.config import build_run_config, load_yaml, merge
 from framecast.data import build_datasets
 from framecast.errors import FramecastError
 from framecast.resolve import resolve_run
-from framecast.training.runner import test_model as score
+from framecast.training.testing import test_model as score
 
 h5py = pytest.importorskip("h5py")
 xr = pytest.importorskip("xarray")

@@ -22,8 +22,8 @@ from framecast.speed import precision as P
 from framecast.speed import probe as Q
 from framecast.speed import support
 from framecast.training.runner import ConfigChanged, fit
-from framecast.training.runner import test_model as score_model
 from framecast.training.task import FrameTask
+from framecast.training.testing import test_model as score_model
 
 TRAINABLE = [n for n in framecast.list_models() if get_entry(n).trainable]
 

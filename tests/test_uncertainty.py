@@ -93,7 +93,7 @@ def test_test_metrics_keep_every_clip_and_agree_with_their_means():
     import torch
 
     from framecast.evaluation.scores import ArrayMetrics, FrameMetrics
-    from framecast.training.runner import clip_statistics
+    from framecast.training.testing import clip_statistics
 
     g = torch.Generator().manual_seed(0)
     pred, target = torch.rand(5, 3, 1, 16, 16, generator=g), torch.rand(5, 3, 1, 16, 16, generator=g)
@@ -165,7 +165,7 @@ def test_evaluation_settings_are_config_keys_recorded_with_the_intervals():
 
     from framecast.config import EvaluationConfig, build_dataclass
     from framecast.errors import ConfigError
-    from framecast.training.runner import bootstrap_settings, clip_statistics
+    from framecast.training.testing import bootstrap_settings, clip_statistics
 
     class Windows:  # a test split of 1-step windows, as ArrayWindows reports it
         length = 10

@@ -98,7 +98,8 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     from framecast.config import DataConfig, build_dataclass, build_run_config, merge, show_value, to_dict
     from framecast.io import atomic_write_text
     from framecast.resolve import ResolvedRun, resolve_data, resolve_run
-    from framecast.training.runner import check_model_fits, describe_data, test_model
+    from framecast.training.checks import check_model_fits
+    from framecast.training.testing import describe_data, test_model
 
     values = _values(rest)
     if args.checkpoint:
@@ -130,12 +131,15 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
         cfg = run.config
         model = create_model(run.model_name, **run.model)
     from framecast.evaluation.compare import make_lpips
+    from framecast.evaluation.fvd import make_fvd
 
-    lpips = None if cfg.data.is_array else make_lpips(args.lpips, lambda m: print(m, file=sys.stderr))  # images only
+    say = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    lpips = None if cfg.data.is_array else make_lpips(args.lpips, say)  # images only
+    fvd = None if cfg.data.is_array else make_fvd(args.fvd, cfg.data.test_length - cfg.data.n_context, say)
     from framecast.evaluation.robustness import against_clean, describe_change, parse_corruptions
 
     corruptions = parse_corruptions(args.robustness)  # a bad item fails before any scoring
-    res = test_model(model, run, lpips=lpips)
+    res = test_model(model, run, lpips=lpips, fvd=fvd)
     robust = {
         f"{kind} {rate:g}": test_model(model, run, lpips=lpips, corruption=(kind, rate, args.robustness_seed))
         for kind, rate in corruptions
@@ -319,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--lpips", choices=["auto", "on", "off"], default="auto", help="LPIPS metric (needs AlexNet weights)"
+    )
+    s.add_argument(
+        "--fvd",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="FVD over the test clips (needs I3D's Kinetics-400 weights and 9+ future frames)",
     )
     s.add_argument(
         "--robustness",

@@ -37,6 +37,7 @@ from framecast.config import (
 )
 from framecast.data import build_datasets
 from framecast.errors import FramecastError
+from framecast.evaluation.fvd import make_fvd
 from framecast.evaluation.report import write_outputs
 from framecast.evaluation.robustness import parse_corruptions
 from framecast.evaluation.sections import score_sections, sections_of
@@ -45,7 +46,8 @@ from framecast.io import atomic_write_text, run_folder_lock
 from framecast.layers import as_hw
 from framecast.registry import create_model, get_entry
 from framecast.resolve import ResolvedRun, resolve_data, resolve_model_config
-from framecast.training.runner import ConfigChanged, describe_data, fit, scored_data, test_model
+from framecast.training.runner import ConfigChanged, fit
+from framecast.training.testing import describe_data, scored_data, test_model
 
 
 @dataclass
@@ -65,6 +67,7 @@ class CompareConfig:
     n_examples: int = 4  # test clips shown in examples.gif and examples.png
     speed_batch: int = 16  # batch of the inference-speed measurement
     lpips: str = "auto"  # auto: score LPIPS where its weights are on the machine; on: require it; off
+    fvd: str = "auto"  # auto: score FVD where I3D's weights are on the machine (videos, 9+ future frames); on; off
     seeds: int = 1  # train each model this many times (train.seed + k) and report the mean and spread over seeds
     # PredBench's tests beyond the training horizon (evaluation/sections.py), each a report section:
     long_term: int = 0  # also test on a horizon this many times data.n_future (3: 10 -> 30); 0 or 1: off
@@ -73,8 +76,9 @@ class CompareConfig:
     robustness_seed: int = 0  # seed of the corruptions (the same seed corrupts the same clips the same way)
 
     def __post_init__(self) -> None:
-        if self.lpips not in ("auto", "on", "off"):
-            raise ConfigError(f"lpips must be auto, on or off, got {self.lpips!r}")
+        for key in ("lpips", "fvd"):
+            if getattr(self, key) not in ("auto", "on", "off"):
+                raise ConfigError(f"{key} must be auto, on or off, got {getattr(self, key)!r}")
         if self.long_term < 0:
             raise ConfigError(
                 f"long_term must be a whole multiple of the training horizon (0: off), got {self.long_term}"
@@ -232,6 +236,7 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
     )
     nc, nf = cfg.data.n_context, cfg.data.test_length - cfg.data.n_context  # the test horizon
     scorer = make_lpips(cfg.lpips, log)
+    fvd = None if cfg.data.is_array else make_fvd(cfg.fvd, nf, log)  # videos only
     results: dict[str, dict[str, Any]] = {}
     examples: dict[str, torch.Tensor] = {}
     curves: dict[str, list] = {}
@@ -259,7 +264,7 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
             else run_config(cfg, label)
         )
         runs = [run] if is_baseline or not get_entry(run.model_name).trainable else seed_runs(run, cfg.seeds)
-        done = [_train_and_test(cfg, label, r, is_baseline, data, test_clips, scorer, log) for r in runs]
+        done = [_train_and_test(cfg, label, r, is_baseline, data, test_clips, (scorer, fvd), log) for r in runs]
         res, model = done[0][:2]  # seed 0: the examples
         if len(done) > 1:
             res = combine_seeds([d[0] for d in done])
@@ -288,23 +293,26 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
     return results
 
 
-def _stale_test(res: dict[str, Any], run: RunConfig, scorer) -> str | None:
+def _stale_test(res: dict[str, Any], run: RunConfig, scorers) -> str | None:
     """Why a finished run's test scores no longer answer this comparison (None: they do): other
-    interval settings, or LPIPS asked for and not scored. Training is reused either way."""
+    interval settings, or LPIPS or FVD asked for and not scored. Training is reused either way."""
     if res.get("evaluation", to_dict(EvaluationConfig())) != to_dict(run.evaluation):
         return "other evaluation settings"
-    if scorer is not None and "lpips" not in res["test"]["mean"] and not run.data.is_array:
-        return "LPIPS is now scored"
+    for scorer, name in zip(scorers, ("LPIPS", "FVD")):
+        if scorer is not None and name.lower() not in res["test"]["mean"] and not run.data.is_array:
+            return f"{name} is now scored"
     return None
 
 
-def _train_and_test(cfg: CompareConfig, label: str, run: RunConfig, is_baseline: bool, data, test_clips, scorer, log):
+def _train_and_test(cfg: CompareConfig, label: str, run: RunConfig, is_baseline: bool, data, test_clips, scorers, log):
     """Train (or resume, or reuse) and test one model of the comparison in ``run.out_dir``;
-    returns its result, the model, its resolved run and a stamp of its weights."""
+    returns its result, the model, its resolved run and a stamp of its weights. ``scorers``:
+    the LPIPS scorer and the FVD embedder (each None where not scored)."""
     nc, nf = cfg.data.n_context, cfg.data.test_length - cfg.data.n_context
     resolved = ResolvedRun(run, resolve_model_config(run))
     run_dir = Path(run.out_dir)
     done_file = run_dir / "result.json"
+    features = run_dir / "fvd_features.npz"  # I3D features of its test clips: paired FVD tests
     fp = _fingerprint(run)
     if done_file.is_file():
         prev = json.loads(done_file.read_text())
@@ -320,10 +328,11 @@ def _train_and_test(cfg: CompareConfig, label: str, run: RunConfig, is_baseline:
             if res.get("checkpoint")
             else create_model(run.model_name, **resolved.model)
         )
-        stale = _stale_test(res, run, scorer)
+        stale = _stale_test(res, run, scorers)
         if stale:
             log(f"[{label}] testing again ({stale})")
-            res = {**res, "test": test_model(model, resolved, lpips=scorer), "evaluation": to_dict(run.evaluation)}
+            tested = test_model(model, resolved, lpips=scorers[0], fvd=scorers[1], fvd_features=features)
+            res = {**res, "test": tested, "evaluation": to_dict(run.evaluation)}
             atomic_write_text(done_file, json.dumps(res, indent=2))
     else:
         if is_baseline or not get_entry(run.model_name).trainable:
@@ -343,7 +352,7 @@ def _train_and_test(cfg: CompareConfig, label: str, run: RunConfig, is_baseline:
                 ) from None
             model = load_checkpoint(stats["best_checkpoint"])
         log(f"[{label}] testing on {describe_data(scored_data(cfg.data, len(data['test'])))}")
-        tested = test_model(model, resolved, lpips=scorer)
+        tested = test_model(model, resolved, lpips=scorers[0], fvd=scorers[1], fvd_features=features)
         model.eval()
         res = {
             "model": run.model_name,

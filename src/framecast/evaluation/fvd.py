@@ -206,6 +206,10 @@ class I3DFeatures:
 
     @torch.no_grad()
     def _embed(self, clips: Tensor) -> Tensor:
+        with torch.autocast(self.device.type, enabled=False):  # fp32 features inside a bf16 test pass too
+            return self._embed_fp32(clips)
+
+    def _embed_fp32(self, clips: Tensor) -> Tensor:
         out = []
         for part in clips.split(self.chunk):
             n, t, c = part.shape[:3]
@@ -285,7 +289,9 @@ def _centred(boot: np.ndarray, value: float) -> np.ndarray:
     return boot - np.median(boot) + value
 
 
-def fvd_with_ci(real: Any, fake: Any, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL) -> dict[str, Any]:
+def fvd_with_ci(
+    real: Any, fake: Any, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL, block: int = 1
+) -> dict[str, Any]:
     """FVD of paired features and its bootstrap interval: how far another draw of as many clips
     could move it.
 
@@ -297,20 +303,26 @@ def fvd_with_ci(real: Any, fake: Any, n_boot: int = N_BOOT, seed: int = SEED, le
     Args:
         real, fake: (n, d) features of the same n clips (``I3DFeatures``), n >= 2.
         n_boot: resamples (default 200, see ``N_BOOT``); seed: their generator's seed; level: the
-            coverage, e.g. 0.95.
+            coverage, e.g. 0.95; block: clips drawn together (``uncertainty``'s moving blocks).
 
     Returns:
         ``{value, lo, hi, n_boot, seed}``.
     """
     x, y = _paired(real, fake)
     value = frechet_distance(x, y)
-    boot = np.asarray([frechet_distance(x[i], y[i]) for i in _indices(len(x), n_boot, seed)])
+    boot = np.asarray([frechet_distance(x[i], y[i]) for i in _indices(len(x), n_boot, seed, block)])
     lo, hi = _percentiles(_centred(boot, value), level)
     return {"value": value, "lo": lo, "hi": hi, "n_boot": n_boot, "seed": seed}
 
 
 def paired_fvd_test(
-    real: Any, fake_a: Any, fake_b: Any, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL
+    real: Any,
+    fake_a: Any,
+    fake_b: Any,
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+    block: int = 1,
 ) -> dict[str, Any]:
     """Paired bootstrap of ``FVD(real, fake_a) - FVD(real, fake_b)``, two models on the same clips.
 
@@ -322,7 +334,7 @@ def paired_fvd_test(
     """
     x, a, b = _paired(real, fake_a, fake_b)
     diff = frechet_distance(x, a) - frechet_distance(x, b)
-    boot = [frechet_distance(x[i], a[i]) - frechet_distance(x[i], b[i]) for i in _indices(len(x), n_boot, seed)]
+    boot = [frechet_distance(x[i], a[i]) - frechet_distance(x[i], b[i]) for i in _indices(len(x), n_boot, seed, block)]
     diffs = _centred(np.asarray(boot), diff)
     lo, hi = _percentiles(diffs, level)
     if diff == 0 and lo == 0 and hi == 0:  # identical predictions: no evidence of any difference
@@ -330,3 +342,68 @@ def paired_fvd_test(
     else:
         p = min(1.0, 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean())))
     return {"diff": diff, "lo": lo, "hi": hi, "p": p, "separable": bool(lo > 0 or hi < 0)}
+
+
+def make_fvd(mode: str, n_future: int, log=print) -> "I3DFeatures | None":
+    """The FVD embedder for ``mode`` (auto | on | off) and a test horizon of ``n_future`` frames:
+    auto says in one line why FVD is skipped (no weights, too short a horizon); on refuses."""
+    if mode == "off":
+        return None
+    if n_future < min_frames():
+        why = f"FVD needs at least {min_frames()} predicted frames (I3D's temporal pooling); the test horizon is {n_future}"
+        if mode == "on":
+            raise FramecastError(f"{why}; test a longer horizon (--data.test_n_future) or set fvd off")
+        log(f"framecast: FVD skipped: {why}")
+        return None
+    try:
+        return I3DFeatures()
+    except FramecastError as e:
+        if mode == "on":
+            raise
+        log(f"framecast: FVD skipped: {e}")
+        return None
+
+
+def read_features(path: str | Path | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(real, fake) features a test kept (``testing.test_model(fvd_features=...)``), or None."""
+    if not path or not Path(path).is_file():
+        return None
+    with np.load(path) as f:
+        return f["real"], f["fake"]
+
+
+def fvd_verdict(
+    features: dict[str, tuple[np.ndarray, np.ndarray]],
+    n_boot: int = N_BOOT,
+    seed: int = SEED,
+    level: float = LEVEL,
+    block: int = 1,
+) -> tuple[list[dict[str, Any]], str]:
+    """FVD's line of a comparison's summary: the model of lowest FVD, named the winner only where
+    its paired test (``paired_fvd_test``, the same clips) against every other model separates.
+    Returns the tests (best against each other, ``uncertainty.pairwise``'s records) and the line.
+    Only the best model is tested against the others: each test costs ``n_boot`` pairs of
+    Fréchet distances."""
+    from framecast.evaluation.uncertainty import NOT_SEPARABLE
+
+    usable = {k: v for k, v in features.items() if v is not None}
+    if len(usable) < 2:
+        return [], f"fvd: fewer than two models with FVD features; {NOT_SEPARABLE}"
+    real = next(iter(usable.values()))[0]
+    usable = {k: v for k, v in usable.items() if v[0].shape == real.shape}
+    value = {k: frechet_distance(r, f) for k, (r, f) in usable.items()}
+    best = min(value, key=value.get)
+    pairs, ties = [], []
+    for other in usable:
+        if other == best:
+            continue
+        t = paired_fvd_test(real, usable[best][1], usable[other][1], n_boot, seed, level, block)
+        pairs.append({"a": best, "b": other, **t, "better": best if t["separable"] else None})
+        if not t["separable"]:
+            ties.append(other)
+    if not ties:
+        return (
+            pairs,
+            f"fvd: {best} is best, its difference from every other model holds (paired bootstrap, {level:.0%})",
+        )
+    return pairs, f"fvd: {NOT_SEPARABLE} ({best} has the lowest FVD; not told apart from {', '.join(ties)})"

@@ -14,6 +14,7 @@ import torch
 
 from framecast.config import to_dict
 from framecast.evaluation import uncertainty as U
+from framecast.evaluation.fvd import fvd_verdict, read_features
 from framecast.evaluation.sections import report_sections
 from framecast.evaluation.seeds import report_seeds
 from framecast.evaluation.visualize import comparison_gif, plot_loss_curves, plot_per_horizon, strip_png
@@ -21,7 +22,7 @@ from framecast.io import atomic_write_text
 from framecast.layers import show_size
 from framecast.machine import describe as describe_machine
 from framecast.machine import machine_profile
-from framecast.training.runner import scored_data
+from framecast.training.testing import scored_data
 
 COLUMNS = [
     ("model", "model"),
@@ -34,6 +35,7 @@ COLUMNS = [
     ("ssim", "SSIM"),
     ("psnr", "PSNR"),
     ("lpips", "LPIPS"),
+    ("fvd", "FVD"),
     ("rmse", "RMSE"),  # arrays: physical units (metrics.per_frame_array)
     ("wrmse", "lat-weighted RMSE"),
     ("train_seconds", "train time"),
@@ -44,7 +46,7 @@ COLUMNS = [
 ]
 
 
-SCORES = ("mse", "mae", "mse_pixel", "mae_pixel", "ssim", "psnr", "lpips", "rmse", "wrmse")  # carry intervals
+SCORES = ("mse", "mae", "mse_pixel", "mae_pixel", "ssim", "psnr", "lpips", "fvd", "rmse", "wrmse")  # carry intervals
 
 
 def _row(label: str, res: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +124,12 @@ def uncertainty_summary(results: dict[str, dict[str, Any]], metrics: list[str]) 
             continue
         pairs[metric] = U.pairwise(scores, metric, **kw)
         summary[metric] = U.verdict(scores, metric, **kw)
+    if "fvd" in metrics:  # a distance between sets of clips: tested on the I3D features each test kept
+        features = {
+            label: read_features((res["test"].get("fvd") or {}).get("features")) for label, res in results.items()
+        }
+        if sum(f is not None for f in features.values()) >= 2:
+            pairs["fvd"], summary["fvd"] = fvd_verdict(features, seed=kw["seed"], level=kw["level"], block=kw["block"])
     return {**U.settings(**kw), "summary": summary, "pairwise": pairs}
 
 
@@ -274,6 +282,13 @@ def write_outputs(cfg, results, examples, curves, test_clips, skipped=None, sect
         else "MSE and MAE: per-frame sums over pixels on the [0, 1] scale, averaged over future frames and clips "
         "(the papers' convention); MSE/px and MAE/px: per-pixel means. SSIM and PSNR on uint8 frames "
         "(skimage's SSIM: 7x7 uniform window). Predictions are clipped to [0, 1]. "
+        + (
+            "FVD: the Fréchet distance between I3D features (Kinetics-400) of the predicted and the true future "
+            "frames of all test clips, lower is better; not comparable to FVDs of other clip lengths, sizes or "
+            "clip counts; its interval resamples the clips (200 resamples, centred on the value). "
+            if any("fvd" in r["test"]["mean"] for r in results.values())
+            else ""
+        )
     )
     lines += [
         "",

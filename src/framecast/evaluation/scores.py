@@ -42,16 +42,21 @@ class ClipScores:
                 else torch.zeros(0, self._n_future, dtype=torch.float64)
                 for i, name in enumerate(self.names)
             }
-        dist = torch.distributed
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if world > 1:
-            n = next(iter(out.values())).shape[0]
-            order = torch.cat([torch.arange(r, n, world) for r in range(world)])  # gathered position -> clip
-            for name, v in out.items():
-                restored = torch.empty_like(v)
-                restored[order] = v
-                out[name] = restored
-        return out
+        return {name: _in_test_order(v) for name, v in out.items()}
+
+
+def _in_test_order(gathered: Tensor) -> Tensor:
+    """Rows gathered rank after rank, put back in the test split's order: rank ``r`` scored clips
+    ``r, r + world, ...`` (``ShardSampler``)."""
+    dist = torch.distributed
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world == 1:
+        return gathered
+    n = gathered.shape[0]
+    order = torch.cat([torch.arange(r, n, world) for r in range(world)])  # gathered position -> clip
+    restored = torch.empty_like(gathered)
+    restored[order] = gathered
+    return restored
 
 
 class FrameMetrics(ClipScores, torchmetrics.Metric):
@@ -59,7 +64,7 @@ class FrameMetrics(ClipScores, torchmetrics.Metric):
 
     full_state_update = False
 
-    def __init__(self, n_future: int, lpips=None, keep_clips: bool = False) -> None:
+    def __init__(self, n_future: int, lpips=None, keep_clips: bool = False, fvd=None) -> None:
         super().__init__()
         self.lpips = lpips
         self._n_future = n_future
@@ -68,6 +73,12 @@ class FrameMetrics(ClipScores, torchmetrics.Metric):
             self.add_state(name, default=torch.zeros(n_future, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self._add_clip_states(keep_clips)
+        # FVD (an I3DFeatures): each clip's I3D features, true and predicted futures, for the
+        # Fréchet distance of the whole test split (framecast.evaluation.fvd)
+        self.fvd = fvd
+        if fvd is not None:
+            self.add_state("fvd_real", default=[], dist_reduce_fx="cat")
+            self.add_state("fvd_fake", default=[], dist_reduce_fx="cat")
 
     def update(self, pred: Tensor, target: Tensor, valid: Tensor | None = None) -> None:
         """``valid``: accepted for ArrayMetrics' interface; image clips are never masked."""
@@ -77,6 +88,18 @@ class FrameMetrics(ClipScores, torchmetrics.Metric):
             getattr(self, name).add_(values.sum(0).to(self.count.device))
             self._keep(i, values)
         self.count.add_(pred.shape[0])
+        if self.fvd is not None:  # the true futures recur model after model: embedded once (cache)
+            self.fvd_real.append(self.fvd.features(target, cache=True).to(self.count.device))
+            self.fvd_fake.append(self.fvd(pred).to(self.count.device))
+
+    def fvd_features(self) -> tuple[Tensor, Tensor] | None:
+        """(true, predicted) I3D features of every test clip, (N, 400) each, in the test split's
+        order; None without FVD."""
+        if self.fvd is None:
+            return None
+        with self.sync_context(should_unsync=True):
+            real, fake = (dim_zero_cat(getattr(self, k)).cpu() for k in ("fvd_real", "fvd_fake"))
+        return _in_test_order(real), _in_test_order(fake)
 
     def compute(self) -> dict[str, Tensor]:
         """name -> (n_future,) mean per horizon step."""

@@ -26,7 +26,7 @@ from framecast.evaluation.robustness import against_clean, describe_change, pars
 from framecast.evaluation.visualize import plot_per_horizon
 from framecast.io import atomic_write_text
 from framecast.resolve import ResolvedRun, resolve_data
-from framecast.training.runner import describe_data, test_model
+from framecast.training.testing import describe_data, test_model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,7 +49,11 @@ def combine_tests(tests: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         **first,
         "mean": {m: float(np.mean([t["mean"][m] for t in tests])) for m in metrics},
-        "per_horizon": {m: np.mean([t["per_horizon"][m] for t in tests], axis=0).tolist() for m in metrics},
+        "per_horizon": {
+            m: np.mean([t["per_horizon"][m] for t in tests], axis=0).tolist()
+            for m in metrics
+            if m in first["per_horizon"]
+        },
         "per_clip": {m: v.tolist() for m, v in per_clip.items()},
         "ci95": {m: list(U.bootstrap_ci(v, **U.params(first.get("bootstrap")))) for m, v in per_clip.items()},
         "per_horizon_ci95": {  # the range over seeds per step
@@ -57,6 +61,7 @@ def combine_tests(tests: list[dict[str, Any]]) -> dict[str, Any]:
                 [np.min([t["per_horizon"][m] for t in tests], 0), np.max([t["per_horizon"][m] for t in tests], 0)], 1
             ).tolist()
             for m in metrics
+            if m in first["per_horizon"]  # FVD: one value per test, no steps
         },
         "bands": "range over seeds",
         "per_seed": {m: [t["mean"][m] for t in tests] for m in metrics},

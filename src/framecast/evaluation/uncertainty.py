@@ -29,7 +29,7 @@ LEVEL = 0.95
 NOT_SEPARABLE = "not separable at this budget"
 
 # metrics where a lower value is better; the others (ssim, psnr) are better higher
-LOWER_IS_BETTER = ("mse", "mae", "mse_pixel", "mae_pixel", "rmse", "wrmse", "mse_norm", "lpips")
+LOWER_IS_BETTER = ("mse", "mae", "mse_pixel", "mae_pixel", "rmse", "wrmse", "mse_norm", "lpips", "fvd")
 
 
 def lower_is_better(metric: str) -> bool:

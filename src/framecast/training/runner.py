@@ -3,7 +3,6 @@
 Used by the CLI and by ``compare``: both go through these two functions.
 """
 
-import dataclasses
 import json
 import sys
 import time
@@ -12,23 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 
 from framecast import speed
 from framecast.changes import config_changes
 from framecast.checkpoint import Resume, SafeCheckpointIO, resume_checkpoint
-from framecast.config import DataConfig, EvaluationConfig, RunConfig, save_yaml, to_dict
+from framecast.config import RunConfig, save_yaml
 from framecast.data import FrameDataModule
 from framecast.errors import FramecastError, warn
-from framecast.evaluation import uncertainty as U
-from framecast.evaluation.metrics import describe_array_metrics
 from framecast.io import atomic_write_text, run_folder_lock
-from framecast.layers import as_hw, show_size
 from framecast.lightning_compat import batches_done, quiet_lightning
-from framecast.resolve import ResolvedRun, resolve_data, resolve_run
+from framecast.resolve import ResolvedRun, resolve_run
 from framecast.speed import AUTO, resolve_precision, static_precision
+from framecast.training.checks import check_array_model
 from framecast.training.progress import PlainProgress, draws_on_a_terminal
 from framecast.training.run_logs import run_loggers
 from framecast.training.task import FrameTask, is_trainable
@@ -293,189 +289,3 @@ def _train(
     if trainer.is_global_zero:
         atomic_write_text(out / "train_stats.json", json.dumps(stats, indent=2))
     return stats
-
-
-def test_model(
-    model: torch.nn.Module, cfg: RunConfig | ResolvedRun, lpips=None, corruption: tuple[str, float, int] | None = None
-) -> dict[str, Any]:
-    """Score ``model`` on the test set of ``cfg.data``; returns means and per-horizon lists.
-
-    The model is scored as it is (its own config); of ``cfg`` only the data, the training
-    policy's metrics settings and the trainer are read (the data's shape is read from its files
-    here unless ``cfg`` comes resolved).
-
-    ``lpips``: an optional ``framecast.evaluation.lpips_metric.LPIPS`` scorer adding the ``lpips`` metric.
-    ``corruption``: (kind, rate, seed) corrupts every clip's context before it is predicted
-    (``framecast.evaluation.robustness``; the truth scored stays clean).
-    The result's ``data`` names the clips scored (``scored_data``).
-    """
-    if isinstance(cfg, ResolvedRun):
-        cfg = cfg.config
-    else:
-        cfg = dataclasses.replace(cfg, data=resolve_data(cfg.data))
-    check_model_fits(model, cfg.data)
-    horizon = cfg.data.test_length - cfg.data.n_context
-    arrays = cfg.data.is_array
-    lpips = None if arrays else lpips  # LPIPS compares photographs
-    task = FrameTask(model.model_name, to_dict(model.config), cfg.data.n_context, horizon, cfg.train, lpips)
-    task.model.load_state_dict(model.state_dict())
-    task.corruption = corruption
-    # auto: the fastest forward pass here (the model's own config, not the run's, is scored)
-    scored = resolve_trainer(ResolvedRun(cfg, to_dict(model.config)), task.model, "infer")
-    cfg, choice = scored.config, scored.choice
-    # arrays: the normalisation the checkpoint was trained with (a baseline fits it on train)
-    stored = (getattr(model, "checkpoint_meta", None) or {}).get("array") if arrays else None
-    data = FrameDataModule(cfg.data, normalization=stored)
-    if arrays:
-        task.use_array_data(data.array_meta)
-    trainer = make_trainer(cfg, logger=False, checkpointing=False)
-    trainer.test(task, datamodule=data, verbose=False)
-    res = task.test_results
-    n_clips = len(data.datasets["test"])
-    return {
-        "data": scored_data(cfg.data, n_clips),
-        "mean": {k: float(v.mean()) for k, v in res.items()},
-        "per_horizon": {k: [float(x) for x in v] for k, v in res.items()},
-        "n_clips": n_clips,
-        **clip_statistics(task.test_per_clip, bootstrap_settings(cfg.evaluation, data.datasets["test"])),
-        "precision": choice.record(),  # what the scores were computed in, and on which machine
-        **({"metrics": describe_array_metrics(task.array_meta)} if arrays else {}),
-    }
-
-
-def bootstrap_settings(evaluation: EvaluationConfig, test_set: Any) -> dict[str, Any]:
-    """The bootstrap a test's intervals use (``uncertainty.settings``): ``evaluation``'s
-    resamples and seed, and its block, ``auto`` read off the test clips (how many share a frame,
-    ``uncertainty.block_length``; 1 for clips that share none, or without their positions)."""
-    block = evaluation.bootstrap_block
-    if block == "auto":
-        starts = test_set.clip_starts() if hasattr(test_set, "clip_starts") else None
-        block = U.block_length(starts, test_set.length) if starts and hasattr(test_set, "length") else 1
-    return U.settings(n_boot=evaluation.bootstrap_resamples, seed=evaluation.bootstrap_seed, block=int(block))
-
-
-def clip_statistics(per_clip: dict[str, torch.Tensor], bootstrap: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The uncertainty of a test: ``ci95`` (metric -> [lo, hi], bootstrap over test clips of the
-    mean), ``per_horizon_ci95`` (metric -> one [lo, hi] per horizon step), ``per_clip`` (metric
-    -> each clip's mean over the horizon, in test-loader order: what paired tests compare) and
-    ``bootstrap`` (method, resamples, seed, level, block: ``bootstrap_settings``; default: the
-    plain bootstrap's defaults)."""
-    bootstrap = bootstrap or U.settings()
-    kw = U.params(bootstrap)
-    with warnings.catch_warnings():  # a clip without any valid pixel: NaN, left out of the intervals
-        warnings.simplefilter("ignore", RuntimeWarning)
-        clip_means = {k: np.nanmean(v.numpy(), axis=1) for k, v in per_clip.items()}
-        return {
-            "ci95": {k: list(U.bootstrap_ci(v, **kw)) for k, v in clip_means.items()},
-            "per_horizon_ci95": {
-                k: [list(band) for band in U.bootstrap_ci_steps(v.numpy(), **kw)] for k, v in per_clip.items() if len(v)
-            },
-            "per_clip": {k: [float(x) for x in v] for k, v in clip_means.items()},
-            "bootstrap": bootstrap,
-        }
-
-
-def check_model_fits(model: torch.nn.Module, data: DataConfig) -> None:
-    """Refuse, in one line, data that ``model`` cannot predict: other channels, a frame size its
-    weights do not take (fixed size, or not divisible by its patch), fewer context frames than
-    it reads. Any horizon works: every model rolls out (or chunks) as far as asked."""
-    c = model.config
-    if data.is_array or (getattr(model, "checkpoint_meta", None) or {}).get("array"):
-        check_array_checkpoint(model, data)
-    channels = getattr(c, "channels", None)
-    if channels is not None and channels != data.channels:
-        raise FramecastError(
-            f"the model reads {channels}-channel frames but data.channels is {data.channels}; "
-            f"set --data.channels {channels}"
-        )
-    size = getattr(c, "image_size", None)
-    if size is not None and getattr(model, "fixed_size", False) and as_hw(size) != data.frame_size:
-        if isinstance(size, int) and isinstance(data.image_size, int):
-            raise FramecastError(
-                f"the model takes {size}x{size} frames only (its weights fix the frame size) but data.image_size "
-                f"is {data.image_size}; set --data.image_size {size}"
-            )
-        raise FramecastError(
-            f"the model takes {show_size(size)} frames only (its weights fix the frame size) but the data is "
-            f"{show_size(data.frame_size)}" + ("; set --data.resize to resample" if data.is_array else "")
-        )
-    patch = getattr(c, "patch_size", 1)
-    if data.frame_size[0] % patch or data.frame_size[1] % patch:
-        shown = data.image_size if isinstance(data.image_size, int) else show_size(data.image_size)
-        raise FramecastError(
-            f"data.image_size {shown} is not divisible by the model's patch_size {patch}; "
-            f"pick a multiple of {patch}" + (" (data.resize resamples arrays)" if data.is_array else "")
-        )
-    n_context = getattr(c, "n_context", None)
-    if n_context is not None and data.n_context < n_context:
-        raise FramecastError(
-            f"the model reads {n_context} context frames but data.n_context is {data.n_context}; "
-            f"set --data.n_context {n_context}"
-        )
-
-
-def check_array_checkpoint(model: torch.nn.Module, data: DataConfig) -> None:
-    """Refuse a checkpoint trained on other array channels or another normalisation than
-    ``data`` (or trained on arrays, scored on images, and the other way round)."""
-    meta = (getattr(model, "checkpoint_meta", None) or {}).get("array")
-    if meta is None:
-        return  # a baseline, a converted checkpoint or an older one: nothing stored to compare
-    if not data.is_array:
-        raise FramecastError(
-            f"the checkpoint was trained on gridded arrays ({meta.get('dataset')}: {', '.join(meta['channels'])}), "
-            f"not on {data.name} images; set --data.name {meta.get('dataset')} and its data.path / data.root"
-        )
-    from framecast.data.array import open_data
-
-    channels = list(open_data(data).channels)
-    if channels != list(meta["channels"]):
-        raise FramecastError(
-            f"the checkpoint was trained on channels {', '.join(meta['channels'])}, but the data has "
-            f"{', '.join(channels)}; pick the same variables (data.variables) or another checkpoint"
-        )
-    if meta["normalize"] != data.normalize:
-        raise FramecastError(
-            f"the checkpoint was trained on data.normalize {meta['normalize']}, not {data.normalize}: its "
-            f"predictions are on that scale; drop the override (the checkpoint's statistics are used)"
-        )
-
-
-def check_array_model(model: torch.nn.Module, data: DataConfig) -> None:
-    """A model whose output ends in a sigmoid predicts [0, 1] only: refuse it on arrays not
-    min-max normalised."""
-    c = model.config
-    sigmoid = getattr(model, "bounded_output", False)
-    if sigmoid and data.normalize != "minmax":
-        fix = "set model.output: linear or " if getattr(c, "output", None) == "sigmoid" else ""
-        raise FramecastError(
-            f"{model.model_name} ends in a sigmoid (predictions in [0, 1]) but data.normalize {data.normalize} "
-            f"gives values outside [0, 1]; {fix}set data.normalize: minmax"
-        )
-
-
-def scored_data(data: DataConfig, n_clips: int) -> dict[str, Any]:
-    """What a test score was measured on; every score travels with it."""
-    out = {
-        "dataset": data.name,
-        "root": data.root,
-        "test_file": data.test_file,
-        "split": "test",
-        "image_size": list(data.image_size) if isinstance(data.image_size, tuple) else data.image_size,
-        "channels": data.channels,
-        "n_context": data.n_context,
-        "n_future": data.test_length - data.n_context,
-        "n_clips": n_clips,
-        "seed": data.seed,
-    }
-    if data.is_array:  # the file, the variables and the scale
-        out.update(path=data.path, variables=data.variables, normalize=data.normalize, nan=data.nan)
-    return out
-
-
-def describe_data(d: dict[str, Any]) -> str:
-    """``scored_data`` in one line: ``moving_mnist test split, 6 clips of 32x32x1, 4 -> 3 frames``."""
-    where = "".join(f", {k} {d[k]}" for k in ("root", "test_file", "path") if d.get(k))
-    return (
-        f"{d['dataset']} {d['split']} split, {d['n_clips']} clips of {show_size(d['image_size'])}x"
-        f"{d['channels']}, {d['n_context']} -> {d['n_future']} frames{where}"
-    )

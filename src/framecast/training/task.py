@@ -51,6 +51,7 @@ class FrameTask(L.LightningModule):
         n_future: int,
         train: TrainConfig | dict[str, Any],
         lpips=None,
+        fvd=None,
     ) -> None:
         super().__init__()
         if not isinstance(train, TrainConfig):
@@ -71,13 +72,14 @@ class FrameTask(L.LightningModule):
         self.skipped_steps = 0  # non-finite losses skipped (train.on_nonfinite: skip)
         self.clipped_share: Tensor | None = None  # train.clip_loss: share of predictions outside [0, 1]
         self._warned_clipped = False
-        self.test_metrics = FrameMetrics(n_future, lpips, keep_clips=True)
+        self.test_metrics = FrameMetrics(n_future, lpips, keep_clips=True, fvd=fvd)
         self.val_metrics = FrameMetrics(n_future)
         self.test_results: dict[str, Tensor] | None = None
         # (kind, rate, seed): test clips' context corrupted before prediction (robustness tests)
         self.corruption: tuple[str, float, int] | None = None
         self._test_seen = 0  # test clips seen: each clip's corruption is seeded by its index
         self.test_per_clip: dict[str, Tensor] | None = None
+        self.test_fvd_features: tuple[Tensor, Tensor] | None = None
         # The resolved run config (model, data, train, trainer) that runner.fit trains with;
         # stored in every checkpoint, so a checkpoint knows its data and resuming can check it.
         self.run_config: dict[str, Any] | None = None
@@ -262,6 +264,7 @@ class FrameTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_results = {k: v.cpu() for k, v in self.test_metrics.compute().items()}
         self.test_per_clip = self.test_metrics.per_clip()  # name -> (N, n_future)
+        self.test_fvd_features = getattr(self.test_metrics, "fvd_features", lambda: None)()  # (true, predicted)
         self.test_metrics.reset()
         for name, per_step in self.test_results.items():
             self.log(f"test/{name}", per_step.mean().float())
