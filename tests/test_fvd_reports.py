@@ -55,10 +55,21 @@ def test_compare_scores_fvd_with_an_interval_and_a_paired_verdict(i3d_weights, t
     report = (out / "report.md").read_text()
     assert "FVD [95% interval]" in report and "Fréchet distance between I3D features" in report
 
+    # off on the finished comparison: not shown, though scored before
+    compare(build_compare_config({**values, "fvd": "off"}), log=lambda *_: None)
+    off = json.loads((out / "results.json").read_text())
+    assert (
+        all("fvd" not in r["test"]["mean"] for r in off["results"].values())
+        and "fvd" not in off["uncertainty"]["summary"]
+    )
+    assert "FVD" not in (out / "report.md").read_text()
+
     # switched off, then on again: the finished runs are tested again for FVD, not retrained
     lines = []
     compare(build_compare_config({**values, "fvd": "off", "out_dir": str(tmp_path / "other")}), log=lines.append)
-    assert "fvd" not in json.loads((tmp_path / "other" / "results.json").read_text())["results"]["blank"]["test"]["mean"]
+    assert (
+        "fvd" not in json.loads((tmp_path / "other" / "results.json").read_text())["results"]["blank"]["test"]["mean"]
+    )
     lines = []
     compare(build_compare_config({**values, "out_dir": str(tmp_path / "other")}), log=lines.append)
     assert sum("testing again (FVD is now scored)" in line for line in lines) == 3, lines
@@ -85,4 +96,18 @@ def test_framecast_test_scores_fvd_with_weights(i3d_weights, tmp_path, capsys):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     lo, hi = saved["ci95"]["fvd"]
     assert lo <= saved["mean"]["fvd"] <= hi and saved["fvd"]["clips"] == 4
-    assert "fvd [" in capsys.readouterr().out
+    assert "centred on the value)" in capsys.readouterr().out  # its own line: 200 resamples, not 1,000
+
+
+def test_fvd_refuses_what_it_cannot_score_in_one_line(i3d_weights):
+    from framecast.errors import FramecastError
+    from framecast.evaluation.fvd import make_fvd
+    from framecast.training.testing import fvd_scores
+
+    with pytest.raises(FramecastError, match="not gridded arrays; set fvd off"):
+        make_fvd("on", 10, arrays=True)
+    assert make_fvd("auto", 10, arrays=True) is None  # arrays: silently not scored
+    res = {"mean": {}, "ci95": {}}
+    one = torch.zeros(1, 400, dtype=torch.float64)
+    assert fvd_scores(one, one, {}, res, None) == {"fvd": {"skipped": "FVD needs at least 2 test clips, got 1"}}
+    assert res == {"mean": {}, "ci95": {}}

@@ -129,7 +129,10 @@ def test_block_one_is_the_plain_bootstrap_and_blocks_keep_runs_of_clips():
     assert np.array_equal(_indices(50, 20, 7), plain)  # reports written before blocks stay reproducible
     idx = _indices(50, 20, 7, block=10)
     assert idx.shape == (20, 50) and idx.min() >= 0 and idx.max() < 50
-    assert (np.diff(idx.reshape(20, 5, 10), axis=2) == 1).all()  # each block: 10 consecutive clips
+    assert (np.diff(idx.reshape(20, 5, 10), axis=2) % 50 == 1).all()  # each block: 10 consecutive clips, wrapping
+    counts = np.bincount(_indices(50, 4000, 0, block=10).ravel(), minlength=50)
+    assert counts.min() > 0.85 * counts.mean()  # circular: the first and last clips drawn as often as the rest
+    assert (_indices(40, 5, 0, block=50) != _indices(40, 5, 0, block=50)[0]).any()  # capped: resamples differ
 
 
 def test_moving_blocks_widen_intervals_of_overlapping_windows():
@@ -157,7 +160,9 @@ def test_block_length_counts_clips_sharing_a_frame():
     assert block_length([(0, s) for s in range(0, 600, 3)], 20) == 7  # KTH's jogging stride
     assert block_length([(0, s) for s in range(0, 4000, 20)], 20) == 1  # clip-length stride: no overlap
     assert block_length([(v, 0) for v in range(200)], 20) == 1  # separate clips
-    assert block_length(series[:40], 20) == 10  # capped at a quarter of the clips: resamples must differ
+    from framecast.evaluation.uncertainty import usable_block
+
+    assert usable_block(20, 40) == 10 and usable_block(20, 3) == 1  # at most a quarter of the clips
 
 
 def test_evaluation_settings_are_config_keys_recorded_with_the_intervals():
@@ -170,16 +175,20 @@ def test_evaluation_settings_are_config_keys_recorded_with_the_intervals():
     class Windows:  # a test split of 1-step windows, as ArrayWindows reports it
         length = 10
 
+        def __len__(self):
+            return 100
+
         def clip_starts(self):
             return [(0, s) for s in range(100)]
 
     auto = bootstrap_settings(EvaluationConfig(), Windows())
-    assert auto["block"] == 10 and auto["n_boot"] == 1000 and "moving-block" in auto["method"]
+    assert auto["block"] == 10 and auto["n_boot"] == 1000 and "circular block" in auto["method"]
+    assert auto["overlap"] is True
     own = bootstrap_settings(
         build_dataclass(EvaluationConfig, {"bootstrap_seed": 5, "bootstrap_block": "1"}), Windows()
     )
     assert own["block"] == 1 and own["seed"] == 5
-    assert bootstrap_settings(EvaluationConfig(), object())["block"] == 1  # clips without positions
+    assert bootstrap_settings(EvaluationConfig(), [None] * 100)["block"] == 1  # clips without positions
     per = {"mse": torch.rand(100, 4, dtype=torch.float64)}
     a, b = clip_statistics(per, auto), clip_statistics(per, own)
     assert a["bootstrap"] == auto and a["ci95"]["mse"] != b["ci95"]["mse"]
@@ -188,3 +197,15 @@ def test_evaluation_settings_are_config_keys_recorded_with_the_intervals():
         EvaluationConfig(bootstrap_resamples=10)
     with pytest.raises(ConfigError, match="evaluation.bootstrap_block must be auto or a whole number"):
         EvaluationConfig(bootstrap_block="blocks")
+    with pytest.raises(ConfigError, match="evaluation.bootstrap_seed must not be negative"):
+        EvaluationConfig(bootstrap_seed=-1)
+
+
+def test_blocks_leave_nan_clips_out_after_resampling_neighbours():
+    x = np.random.default_rng(0).normal(size=200)
+    x[::7] = np.nan  # masked clips keep their place: blocks stay runs of neighbours
+    lo, hi = bootstrap_ci(x, block=10)
+    assert lo < np.nanmean(x) < hi
+    y = x + 1.0
+    t = paired_test(y, x, block=10)
+    assert t["separable"] and t["diff"] == pytest.approx(1.0)

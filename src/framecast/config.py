@@ -290,7 +290,8 @@ class EvaluationConfig:
     bootstrap_resamples: int = 1000  # resamples of the test clips (Efron & Tibshirani: 1,000 or more for intervals)
     bootstrap_seed: int = 0  # their seed: the same seed gives the same intervals and verdicts
     # clips resampled together: auto: as many as share a frame (test windows that overlap, as
-    # arrays' 1-step windows do: a moving-block bootstrap); 1: every clip on its own
+    # arrays' 1-step windows do: a circular block bootstrap); 1: every clip on its own; at most
+    # a quarter of the test clips
     bootstrap_block: int | str = "auto"
 
     def __post_init__(self) -> None:
@@ -298,6 +299,7 @@ class EvaluationConfig:
             self.bootstrap_resamples >= 100,
             f"evaluation.bootstrap_resamples must be at least 100, got {self.bootstrap_resamples}",
         )
+        require(self.bootstrap_seed >= 0, f"evaluation.bootstrap_seed must not be negative, got {self.bootstrap_seed}")
         if isinstance(self.bootstrap_block, str) and self.bootstrap_block.isdigit():
             self.bootstrap_block = int(self.bootstrap_block)
         require(

@@ -135,7 +135,7 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
 
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     lpips = None if cfg.data.is_array else make_lpips(args.lpips, say)  # images only
-    fvd = None if cfg.data.is_array else make_fvd(args.fvd, cfg.data.test_length - cfg.data.n_context, say)
+    fvd = make_fvd(args.fvd, cfg.data.test_length - cfg.data.n_context, say, arrays=cfg.data.is_array)
     from framecast.evaluation.robustness import against_clean, describe_change, parse_corruptions
 
     corruptions = parse_corruptions(args.robustness)  # a bad item fails before any scoring
@@ -166,10 +166,17 @@ def cmd_test(args: argparse.Namespace, rest: list[str]) -> None:
     print(json.dumps(res["mean"], indent=2))
     if res.get("ci95"):
         b = res["bootstrap"]
+        blocks = f", blocks of {b['block']} clips" if b.get("block", 1) > 1 else ""
         print(
-            f"95% intervals (bootstrap over the {res['n_clips']} test clips, {b['n_boot']} resamples, seed {b['seed']}): "
-            + ", ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in res["ci95"].items() if "/" not in k)
+            f"95% intervals (bootstrap over the {res['n_clips']} test clips, {b['n_boot']} resamples{blocks}, "
+            f"seed {b['seed']}): "
+            + ", ".join(
+                f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in res["ci95"].items() if "/" not in k and k != "fvd"
+            )
         )
+        if "fvd" in res["ci95"]:
+            lo, hi = res["ci95"]["fvd"]
+            print(f"fvd {res['mean']['fvd']:.4g} [{lo:.4g}, {hi:.4g}] ({res['fvd']['interval']})")
     for name, r in robust.items():
         lo, hi = r.get("ci95", {}).get("mse", (float("nan"), float("nan")))
         print(

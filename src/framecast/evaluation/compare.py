@@ -236,7 +236,7 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
     )
     nc, nf = cfg.data.n_context, cfg.data.test_length - cfg.data.n_context  # the test horizon
     scorer = make_lpips(cfg.lpips, log)
-    fvd = None if cfg.data.is_array else make_fvd(cfg.fvd, nf, log)  # videos only
+    fvd = make_fvd(cfg.fvd, nf, log, arrays=cfg.data.is_array)
     results: dict[str, dict[str, Any]] = {}
     examples: dict[str, torch.Tensor] = {}
     curves: dict[str, list] = {}
@@ -284,6 +284,10 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
             pred = model.eval()(test_clips[: cfg.n_examples, :nc], nf).future(nf).float()
             examples[label] = pred if cfg.data.is_array else pred.clamp(0, 1)  # arrays: drawn on their range
 
+    for key in (k for k in ("lpips", "fvd") if getattr(cfg, k) == "off"):  # off: not shown, even if scored before
+        for res in results.values():
+            for part in ("mean", "ci95", "per_horizon", "per_horizon_ci95", "per_clip"):
+                res["test"].get(part, {}).pop(key, None)
     ref = results.get("copy_last", {}).get("test", {}).get("mean", {})
     for res in results.values():
         m = res["test"]["mean"]
@@ -296,7 +300,7 @@ def _compare(cfg: CompareConfig, log) -> dict[str, Any]:
 def _stale_test(res: dict[str, Any], run: RunConfig, scorers) -> str | None:
     """Why a finished run's test scores no longer answer this comparison (None: they do): other
     interval settings, or LPIPS or FVD asked for and not scored. Training is reused either way."""
-    if res.get("evaluation", to_dict(EvaluationConfig())) != to_dict(run.evaluation):
+    if res.get("evaluation") != to_dict(run.evaluation):  # none recorded: tested before the settings were
         return "other evaluation settings"
     for scorer, name in zip(scorers, ("LPIPS", "FVD")):
         if scorer is not None and name.lower() not in res["test"]["mean"] and not run.data.is_array:

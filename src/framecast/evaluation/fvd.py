@@ -181,6 +181,9 @@ class I3DFeatures:
         so the same true clips scored against several models are embedded once per process.
         """
         clips = torch.as_tensor(clips)
+        if clips.device.type != self.device.type and clips.device.type != "cpu":  # follow the test pass's GPU
+            self.device = clips.device
+            self.net = self.net.to(self.device, memory_format=torch.contiguous_format)
         if clips.ndim != 5 or clips.shape[2] not in (1, 3):
             raise InputError(f"FVD takes (B, T, C, H, W) clips with 1 or 3 channels, got shape {tuple(clips.shape)}")
         if clips.shape[1] < min_frames():
@@ -344,10 +347,18 @@ def paired_fvd_test(
     return {"diff": diff, "lo": lo, "hi": hi, "p": p, "separable": bool(lo > 0 or hi < 0)}
 
 
-def make_fvd(mode: str, n_future: int, log=print) -> "I3DFeatures | None":
+def make_fvd(mode: str, n_future: int, log=print, arrays: bool = False) -> "I3DFeatures | None":
     """The FVD embedder for ``mode`` (auto | on | off) and a test horizon of ``n_future`` frames:
-    auto says in one line why FVD is skipped (no weights, too short a horizon); on refuses."""
+    auto says in one line why FVD is skipped (no weights, too short a horizon) and skips gridded
+    ``arrays`` silently; on refuses what it cannot score."""
     if mode == "off":
+        return None
+    if arrays:
+        if mode == "on":
+            raise FramecastError(
+                "FVD compares videos through an action-recognition network, not gridded arrays; set fvd off "
+                "(data.thresholds gives CSI, POD, FAR and FSS)"
+            )
         return None
     if n_future < min_frames():
         why = f"FVD needs at least {min_frames()} predicted frames (I3D's temporal pooling); the test horizon is {n_future}"
@@ -391,6 +402,8 @@ def fvd_verdict(
         return [], f"fvd: fewer than two models with FVD features; {NOT_SEPARABLE}"
     real = next(iter(usable.values()))[0]
     usable = {k: v for k, v in usable.items() if v[0].shape == real.shape}
+    left_out = [k for k in features if k not in usable]
+    note = f"; no features of the same clips, not tested: {', '.join(left_out)}" if left_out else ""
     value = {k: frechet_distance(r, f) for k, (r, f) in usable.items()}
     best = min(value, key=value.get)
     pairs, ties = [], []
@@ -402,8 +415,8 @@ def fvd_verdict(
         if not t["separable"]:
             ties.append(other)
     if not ties:
-        return (
-            pairs,
-            f"fvd: {best} is best, its difference from every other model holds (paired bootstrap, {level:.0%})",
+        line = (
+            f"fvd: {best} is best, its difference from every other model tested holds (paired bootstrap, {level:.0%})"
         )
-    return pairs, f"fvd: {NOT_SEPARABLE} ({best} has the lowest FVD; not told apart from {', '.join(ties)})"
+        return pairs, line + note
+    return pairs, f"fvd: {NOT_SEPARABLE} ({best} has the lowest FVD; not told apart from {', '.join(ties)}){note}"

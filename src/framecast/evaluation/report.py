@@ -130,7 +130,9 @@ def uncertainty_summary(results: dict[str, dict[str, Any]], metrics: list[str]) 
         }
         if sum(f is not None for f in features.values()) >= 2:
             pairs["fvd"], summary["fvd"] = fvd_verdict(features, seed=kw["seed"], level=kw["level"], block=kw["block"])
-    return {**U.settings(**kw), "summary": summary, "pairwise": pairs}
+            if any("seeds" in r for r in results.values()):  # the features kept are the first seed's
+                summary["fvd"] += " (tested on the first training seed's predictions)"
+    return {**U.settings(**kw), "overlap": bool((record or {}).get("overlap")), "summary": summary, "pairwise": pairs}
 
 
 def _fmt_ci(key: str, value: Any, ci: list[float] | None) -> str:
@@ -210,7 +212,6 @@ def write_outputs(cfg, results, examples, curves, test_clips, skipped=None, sect
     strip_png(test_clips[0], {k: v[0] for k, v in examples.items()}, nc, out / "examples.png")
     # report.md
     d, t = cfg.data, cfg.trainer
-    stride = d.stride if d.stride is not None else (1 if arrays else None)  # arrays: windows 1 step apart by default
     budget = (
         f"{t.max_time_minutes:g} minutes of training per model"
         if t.max_time_minutes
@@ -244,22 +245,22 @@ def write_outputs(cfg, results, examples, curves, test_clips, skipped=None, sect
     ]
     lines += [
         "",
-        f"Intervals: 95% {'percentile' if unc['block'] == 1 else 'moving-block'} bootstrap of the mean over the "
+        f"Intervals: 95% {'percentile' if unc['block'] == 1 else 'circular block'} bootstrap of the mean over the "
         f"{n_clips} test clips ({unc['n_boot']} resamples, seed {unc['seed']}"
         + (f", blocks of {unc['block']} consecutive clips" if unc["block"] > 1 else "")
         + "). A difference between two models holds where the 95% interval of the paired "
         "bootstrap of their per-clip differences (the same clips) excludes 0; a winner is named only then."
         + (f" With {n_clips} clips the intervals are rough: the bootstrap wants a few dozen." if n_clips < 30 else "")
         + (
-            f" The test clips are windows {stride} step(s) apart, less than a clip's length: they overlap and are not "
+            " The test clips overlap (neighbouring windows share frames), so they are not independent; "
             + (
-                f"independent; runs of {unc['block']} consecutive clips, those that share a frame, are resampled "
-                "whole (Kuensch 1989), so the intervals carry that dependence."
+                f"runs of {unc['block']} consecutive clips are resampled whole (the circular block bootstrap), so "
+                "the intervals carry that dependence."
                 if unc["block"] > 1
-                else "independent; resampled one by one (too few clips for blocks, or evaluation.bootstrap_block 1), "
-                "the intervals understate the uncertainty."
+                else "resampled one by one (too few clips for blocks, or evaluation.bootstrap_block 1), the "
+                "intervals understate the uncertainty."
             )
-            if stride is not None and stride < d.test_length
+            if unc["overlap"]
             else ""
         )
         + (

@@ -55,7 +55,14 @@ def combine_tests(tests: list[dict[str, Any]]) -> dict[str, Any]:
             if m in first["per_horizon"]
         },
         "per_clip": {m: v.tolist() for m, v in per_clip.items()},
-        "ci95": {m: list(U.bootstrap_ci(v, **U.params(first.get("bootstrap")))) for m, v in per_clip.items()},
+        "ci95": {
+            **{  # metrics of the whole split (FVD): the envelope of the seeds' intervals
+                m: [min(t["ci95"][m][0] for t in tests), max(t["ci95"][m][1] for t in tests)]
+                for m in metrics
+                if m not in per_clip and all(m in t.get("ci95", {}) for t in tests)
+            },
+            **{m: list(U.bootstrap_ci(v, **U.params(first.get("bootstrap")))) for m, v in per_clip.items()},
+        },
         "per_horizon_ci95": {  # the range over seeds per step
             m: np.stack(
                 [np.min([t["per_horizon"][m] for t in tests], 0), np.max([t["per_horizon"][m] for t in tests], 0)], 1

@@ -13,10 +13,13 @@ once with ``numpy.random.default_rng``.
 
 Test clips that share frames (windows of a series a step apart, as gridded arrays are cut) are
 not independent: resampled one by one they give intervals too narrow. With ``block`` > 1 the
-resampling is the moving-block bootstrap (Kuensch 1989, "The Jackknife and the Bootstrap for
-General Stationary Observations", https://doi.org/10.1214/aos/1176347265): runs of ``block``
-consecutive clips are drawn whole, so the dependence within a run is kept. ``block_length``
-gives the number of clips that share a frame, the block ``bootstrap_block: auto`` uses.
+resampling is the block bootstrap (Kuensch 1989, "The Jackknife and the Bootstrap for General
+Stationary Observations", https://doi.org/10.1214/aos/1176347265) in its circular form (Politis &
+Romano 1992, "A Circular Block-Resampling Procedure for Stationary Data"), which weighs every
+clip alike: runs of ``block`` consecutive clips, wrapping past the last clip to the first, are
+drawn whole, so the dependence within a run is kept. ``block_length`` gives the number of clips
+that share a frame, the block ``bootstrap_block: auto`` uses; a block is never more than a
+quarter of the clips, so that resamples still differ.
 """
 
 from typing import Any
@@ -43,26 +46,28 @@ def _clean(x: Any) -> np.ndarray:
     return a[~np.isnan(a)]
 
 
+def usable_block(block: int, n: int) -> int:
+    """``block`` for ``n`` clips: at most a quarter of them (at least 1), so resamples differ."""
+    return max(1, min(int(block), n // 4))
+
+
 def _indices(n: int, n_boot: int, seed: int, block: int = 1) -> np.ndarray:
     """(n_boot, n) resampled clip indices: clips drawn one by one (``block`` 1, the plain
-    bootstrap), or runs of ``block`` consecutive clips with uniform starts, cut to ``n``."""
+    bootstrap), or runs of ``block`` consecutive clips (``usable_block``) with uniform starts,
+    wrapping around (the circular block bootstrap), cut to ``n``."""
     rng = np.random.default_rng(seed)
-    block = max(1, min(block, n))
+    block = usable_block(block, n)
     if block == 1:
         return rng.integers(0, n, size=(n_boot, n))
-    starts = rng.integers(0, n - block + 1, size=(n_boot, -(-n // block)))
-    return (starts[:, :, None] + np.arange(block)).reshape(n_boot, -1)[:, :n]
+    starts = rng.integers(0, n, size=(n_boot, -(-n // block)))
+    return ((starts[:, :, None] + np.arange(block)) % n).reshape(n_boot, -1)[:, :n]
 
 
-def block_length(starts: list[tuple[Any, int]], length: int, n: int | None = None) -> int:
-    """The moving-block bootstrap's block for test clips ``(source, first frame)`` of ``length``
-    frames, in test order: how many consecutive clips share a frame (1: none do), capped at a
-    quarter of the clips (``n``, default ``len(starts)``) so that resamples still differ."""
+def block_length(starts: list[tuple[Any, int]], length: int) -> int:
+    """How many consecutive test clips ``(source, first frame)`` of ``length`` frames, in test
+    order, share a frame: the block bootstrap's block for them (1: no two share one)."""
     gaps = [b[1] - a[1] for a, b in zip(starts, starts[1:]) if a[0] == b[0] and 0 < b[1] - a[1] < length]
-    if not gaps:
-        return 1
-    n = len(starts) if n is None else n
-    return max(1, min(-(-length // min(gaps)), n // 4))
+    return -(-length // min(gaps)) if gaps else 1
 
 
 def _percentiles(means: np.ndarray, level: float) -> tuple[float, float]:
@@ -84,10 +89,23 @@ def bootstrap_ci(
     Returns:
         (lo, hi); (nan, nan) without clips; (x, x) with a single clip.
     """
+    if block > 1:  # blocks of neighbours: resample positions, then leave NaN clips out of each mean
+        x = np.asarray(per_clip, dtype=np.float64).reshape(-1)
+        if np.isnan(x).all():
+            return float("nan"), float("nan")
+        return _percentiles(_nanmean_rows(x[_indices(len(x), n_boot, seed, block)]), level)
     x = _clean(per_clip)
     if len(x) == 0:
         return float("nan"), float("nan")
     return _percentiles(x[_indices(len(x), n_boot, seed, block)].mean(axis=1), level)
+
+
+def _nanmean_rows(a: np.ndarray) -> np.ndarray:
+    """Each row's mean without its NaNs; a row of NaNs only is left out."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = ~np.isnan(a)
+        means = np.where(ok, a, 0).sum(axis=1) / ok.sum(axis=1)
+    return means[~np.isnan(means)]
 
 
 def bootstrap_ci_steps(
@@ -118,10 +136,14 @@ def paired_test(
     x, y = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
     if x.shape != y.shape:
         raise ValueError(f"a paired test needs scores of the same clips, got {x.shape[0]} and {y.shape[0]} clips")
-    d = _clean(np.where(np.isnan(y), np.nan, x - y))
+    both = np.where(np.isnan(y), np.nan, x - y)
+    d = _clean(both)
     if len(d) == 0:
         return {"diff": float("nan"), "lo": float("nan"), "hi": float("nan"), "p": float("nan"), "separable": False}
-    means = d[_indices(len(d), n_boot, seed, block)].mean(axis=1)
+    if block > 1:  # blocks of neighbours: resample positions, then leave NaN clips out
+        means = _nanmean_rows(both[_indices(len(both), n_boot, seed, block)])
+    else:
+        means = d[_indices(len(d), n_boot, seed, block)].mean(axis=1)
     lo, hi = _percentiles(means, level)
     diff = float(d.mean())
     if diff == 0 and lo == 0 and hi == 0:  # identical scores: no evidence of any difference
@@ -196,7 +218,7 @@ def summarize(
 
 def settings(n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL, block: int = 1) -> dict[str, Any]:
     """What results files record about the intervals (``params`` reads them back)."""
-    how = "percentile bootstrap" if block == 1 else f"moving-block bootstrap (blocks of {block} clips)"
+    how = "percentile bootstrap" if block == 1 else f"circular block bootstrap (blocks of {block} clips)"
     return {
         "method": f"{how} of the mean over test clips; pairs: paired bootstrap of the mean difference",
         "n_boot": n_boot,

@@ -1,6 +1,6 @@
-"""Fit and test a run: builds the Trainer, the data module and the task from a ``RunConfig``.
-
-Used by the CLI and by ``compare``: both go through these two functions.
+"""Fit a run: builds the Trainer, the data module and the task from a ``RunConfig``, resumes
+from the run folder's last checkpoint, and trains. Used by the CLI and by ``compare``; testing a
+model goes through ``framecast.training.testing``, which builds its Trainer here too.
 """
 
 import json

@@ -91,6 +91,8 @@ def fvd_scores(
     updated in ``res``) and ``fvd`` (how it was computed); the features written to ``keep``."""
     from framecast.evaluation.fvd import N_BOOT, fvd_with_ci
 
+    if real.shape[0] < 2:  # a Fréchet distance fits a covariance: one clip has none
+        return {"fvd": {"skipped": f"FVD needs at least 2 test clips, got {real.shape[0]}"}}
     kw = U.params(bootstrap)
     f = fvd_with_ci(real.numpy(), fake.numpy(), n_boot=N_BOOT, seed=kw["seed"], block=kw["block"])
     res["mean"]["fvd"], res["ci95"]["fvd"] = f["value"], [f["lo"], f["hi"]]
@@ -103,6 +105,7 @@ def fvd_scores(
             "clips": int(real.shape[0]),
             "frames": "the predicted future frames against the true ones",
             "interval": f"bootstrap over clips, {f['n_boot']} resamples, seed {f['seed']}, centred on the value",
+            "n_boot": f["n_boot"],
             "features": str(keep) if keep is not None else None,
         }
     }
@@ -111,12 +114,15 @@ def fvd_scores(
 def bootstrap_settings(evaluation: EvaluationConfig, test_set: Any) -> dict[str, Any]:
     """The bootstrap a test's intervals use (``uncertainty.settings``): ``evaluation``'s
     resamples and seed, and its block, ``auto`` read off the test clips (how many share a frame,
-    ``uncertainty.block_length``; 1 for clips that share none, or without their positions)."""
-    block = evaluation.bootstrap_block
-    if block == "auto":
-        starts = test_set.clip_starts() if hasattr(test_set, "clip_starts") else None
-        block = U.block_length(starts, test_set.length) if starts and hasattr(test_set, "length") else 1
-    return U.settings(n_boot=evaluation.bootstrap_resamples, seed=evaluation.bootstrap_seed, block=int(block))
+    ``uncertainty.block_length``; 1 for clips that share none, or without their positions), at
+    most a quarter of the clips (``uncertainty.usable_block``). ``overlap`` records whether any
+    two test clips share a frame."""
+    starts = test_set.clip_starts() if hasattr(test_set, "clip_starts") and hasattr(test_set, "length") else None
+    shared = U.block_length(starts, test_set.length) if starts else 1
+    block = shared if evaluation.bootstrap_block == "auto" else int(evaluation.bootstrap_block)
+    block = U.usable_block(block, len(test_set))
+    settings = U.settings(n_boot=evaluation.bootstrap_resamples, seed=evaluation.bootstrap_seed, block=block)
+    return {**settings, "overlap": shared > 1}
 
 
 def clip_statistics(per_clip: dict[str, torch.Tensor], bootstrap: dict[str, Any] | None = None) -> dict[str, Any]:
