@@ -52,5 +52,6 @@ def test_killed_compare_resumes_without_retraining(tmp_path):
     assert "[predrnn] training (resuming)" in log
     report = (out / "report.md").read_text()
     assert "| convlstm |" in report and "| predrnn |" in report
+    assert "Each of convlstm, predrnn was trained once" in report  # clip-level verdicts: not across training runs
     res = json.loads((out / "results.json").read_text())["results"]
     assert res["predrnn"]["steps"] == 200  # one epoch of 400 clips in batches of 2, across the kill

@@ -110,6 +110,7 @@ def test_seeds_train_each_model_again_and_report_mean_and_spread(tiny_overrides,
     assert lo <= conv["test"]["mean"]["mse"] <= hi
     report = (out / "report.md").read_text()
     assert "## Across 2 training seeds" in report and "trained with 2 seeds" in report
+    assert "was trained once" not in report
     # more seeds later, and a section: the seeds already trained are reused, and every seed is
     # scored on the section (not seed 0 alone), its mean over seeds reported
     lines = []

@@ -272,6 +272,15 @@ def write_outputs(cfg, results, examples, curves, test_clips, skipped=None, sect
         "",
         *[f"- {line}" for line in unc["summary"].values()],
     ]
+    trained = [label for label, r in results.items() if r.get("steps")]
+    if cfg.seeds == 1 and len(trained) > 1:  # clip-level verdicts say nothing of another training run
+        lines += [
+            "",
+            f"Each of {', '.join(trained)} was trained once: these intervals and verdicts cover the test clips, "
+            "not training. Another seed, or another number of steps in the same minutes, can move a trained "
+            "model by more than its interval and turn a verdict between trained models; `--seeds N` trains "
+            "each N times and reports the spread.",
+        ]
     if skipped:
         lines += ["", *[f"Not scored: `{k}`: {why}." for k, why in skipped.items()]]
     explained = (
