@@ -65,3 +65,25 @@ def test_bad_settings_are_one_line():
         corrupt_context(x, nc, "blur", 0.1, 0)
     with pytest.raises(ConfigError, match="a drop rate is a probability in .0, 1., got 1.5"):
         corrupt_context(x, nc, "drop", 1.5, 0)
+
+
+def test_every_process_corrupts_its_clips_as_one_process_would():
+    """Under DDP rank r of w scores test clips r, r + w, ... (ShardSampler): each clip keeps the
+    corruption it gets in one process."""
+    from types import SimpleNamespace
+
+    from framecast.training.task import FrameTask
+
+    x, nc = clips(b=8)
+    whole = corrupt_context(x, nc, "noise", 0.3, seed=1)
+    assert torch.equal(whole[1::2], corrupt_context(x[1::2], nc, "noise", 0.3, seed=1, first_index=1, stride=2))
+
+    task = FrameTask("copy_last", {}, nc, x.shape[1] - nc, {})
+    task.corruption = ("noise", 0.3, 1)
+    task._trainer = SimpleNamespace(world_size=2, global_rank=1)
+    seen = []
+    task._score = lambda metrics, batch: seen.append(batch)
+    mine = x[1::2]  # rank 1's clips 1, 3, 5, 7 in batches of two
+    task.test_step(mine[:2], 0)
+    task.test_step(mine[2:], 1)
+    assert torch.equal(torch.cat(seen), whole[1::2])

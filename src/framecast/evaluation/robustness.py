@@ -60,17 +60,20 @@ def corrupt_context(
     seed: int,
     first_index: int = 0,
     value_range: tuple[float, float] | None = (0.0, 1.0),
+    stride: int = 1,
 ) -> Tensor:
     """``clips`` (B, T, C, H, W) with their first ``n_context`` frames corrupted by ``kind``.
 
-    ``first_index``: the index of ``clips[0]`` in the test split; clip ``i`` draws from a
-    generator seeded with ``(seed, first_index + i)``, so results do not depend on batching.
+    ``first_index``: the index of ``clips[0]`` in the test split, ``stride``: how far apart the
+    batch's clips lie in it (a process of ``world`` scores every ``world``-th clip); clip ``i``
+    draws from a generator seeded with ``(seed, first_index + i * stride)``, so results depend
+    neither on batching nor on the number of processes.
     ``value_range``: where noised frames are clipped to (None: not clipped, for arrays).
     """
     check_corruption(kind, rate)
     out = clips.clone()
     for i in range(clips.shape[0]):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + first_index + i)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + first_index + i * stride)
         ctx = clips[i, :n_context]  # (n_context, C, H, W)
         if kind == "noise":
             noisy = ctx + rate * torch.randn(ctx.shape, generator=g).to(ctx)

@@ -257,7 +257,10 @@ class FrameTask(L.LightningModule):
         if self.corruption is not None:  # robustness: the context as an imperfect source gives it
             kind, rate, seed = self.corruption
             value_range = self.value_range
-            batch = corrupt_context(batch, self.n_context, kind, rate, seed, self._test_seen, value_range)
+            # rank r of w processes scores test clips r, r + w, ... (ShardSampler): index them as one process would
+            world = self.trainer.world_size if self._trainer is not None else 1
+            first = self.global_rank + self._test_seen * world
+            batch = corrupt_context(batch, self.n_context, kind, rate, seed, first, value_range, stride=world)
             self._test_seen += batch.shape[0]
         self._score(self.test_metrics, batch)
 
