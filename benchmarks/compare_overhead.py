@@ -11,8 +11,15 @@ Runs ``framecast compare`` three times on one report folder, all in this process
    reused, so this run's time is the sections' cost plus the reuse;
 3. the same again: everything cached, the reuse alone, subtracted from run 2.
 
-It prints each part as a share of run 1 (the plain comparison, its intervals taken out) and
-writes a results file with the command, the date and the machine.
+It prints each part as a share of run 1 (the plain comparison, its intervals taken out), checks
+the two targets below, writes a results file with the command, the date and the machine, and
+exits 1 where a target fails:
+
+- the intervals and paired tests add under 10% to the comparison (``INTERVALS_LIMIT``);
+- the sections cost no more than the test passes they run (``SECTION_PASSES``: the long-term
+  test's k passes, one for the other data, one per corruption), in units of the short-term
+  test passes. A section is a test pass over the whole split: its cost is scoring, which no
+  machinery can take under 10% of a comparison whose test passes are themselves ~6% of it.
 
     python benchmarks/compare_overhead.py                       # the demo's size: ~25 min on 2 cores
     python benchmarks/compare_overhead.py --minutes 0.5 --test-size 100   # a short run (~4 min)
@@ -20,6 +27,7 @@ writes a results file with the command, the date and the machine.
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +47,8 @@ SECTIONS = {
     "test_data": {"num_digits": 3},  # merged into the config's data section
     "robustness": ["drop:0.2"],
 }
+INTERVALS_LIMIT = 0.10  # the intervals and paired tests: under 10% of the comparison
+SECTION_PASSES = SECTIONS["long_term"] + 1 + len(SECTIONS["robustness"])  # test passes the sections run
 
 
 class Stopwatch:
@@ -132,6 +142,14 @@ def main() -> None:
         f"  = {figures['sections_in_test_passes']:.1f} times the short-term test passes "
         "(they score 3x the horizon, other data and corrupted context: about 5 test passes' work)"
     )
+    targets = {
+        f"intervals and paired tests under {100 * INTERVALS_LIMIT:.0f}%": figures["intervals_and_paired_share"]
+        < INTERVALS_LIMIT,
+        f"sections within the {SECTION_PASSES} test passes they run": figures["sections_in_test_passes"]
+        <= SECTION_PASSES,
+    }
+    for name, ok in targets.items():
+        print(f"{'PASS' if ok else 'FAIL'}: {name}")
     path = json_path(args.json, "compare-overhead", machine, Path(args.config).stem)
     if path:
         record = {
@@ -141,9 +159,12 @@ def main() -> None:
             "minutes": values["trainer"].get("max_time_minutes"),
             "test_size": values.get("data", {}).get("test_size"),
             **figures,
+            "targets": targets,
         }
         atomic_write_text(Path(path), json.dumps(record, indent=2))
         print(f"wrote {path}")
+    if not all(targets.values()):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
